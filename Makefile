@@ -1,0 +1,40 @@
+# One place for the commands a newcomer needs: `make repro`, `make test`.
+PY_SYS ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.setup-stamp
+
+.PHONY: setup repro test lint bench tiny-base clean-venv
+
+setup: $(STAMP)
+
+# torch first (the machine's pinned CUDA build also runs on CPU), then sam2 without its CUDA
+# extension and without build isolation (else pip fetches a second torch into the build env).
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	SAM2_BUILD_CUDA=0 $(PY) -m pip install -q --no-build-isolation sam2==1.1.0
+	$(PY) -m pip install -q --no-build-isolation -e '.[dev,bench]'
+	touch $(STAMP)
+
+repro: setup
+	$(VENV)/bin/dvc repro
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) -m bench.data
+	$(PY) -m bench.train
+
+# Regenerates the shipped tiny base weights (pretraining on the synthetic source domain).
+tiny-base: setup
+	$(PY) -m sam2_video.model.pretrain_tiny
+
+clean-venv:
+	rm -rf $(VENV)

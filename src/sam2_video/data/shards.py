@@ -1,0 +1,423 @@
+"""Clip shards: uncompressed POSIX (pax) tar files of .npy arrays + JSON, and a manifest.
+
+A split directory holds
+    shard-00000.tar, shard-00001.tar, ...   per clip, in this order:
+        <clip>/frames.npy   (T, H, W, 3) uint8
+        <clip>/masks.npy    (T, O, H, ceil(W / 8)) uint8 = np.packbits(masks, axis=-1)
+        <clip>/meta.json    {"name", "object_ids", "shape": [T, O, H, W]}
+    manifest.json           written last: a directory without it is incomplete
+
+Nothing is pickled: arrays are written with np.save(allow_pickle=False) and read with
+np.load(allow_pickle=False). Tar headers are fixed (mtime 0, uid/gid 0, no user names,
+mode 0o644), so identical clips give byte-identical shards.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import multiprocessing
+import os
+import re
+import tarfile
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from sam2_video.data.clips import Clip
+from sam2_video.files import atomic_path, read_json, sha256_file, write_json_atomic
+
+FORMAT = "sam2-video-shards"
+VERSION = 1
+MANIFEST = "manifest.json"
+MEMBERS = ("frames.npy", "masks.npy", "meta.json")
+_SHARD_RE = re.compile(r"shard-(\d{5,})\.tar")
+
+# clip_fn(source, rng=..., on_skip=...) -> clips of one source (a video, an image, ...).
+ClipFn = Callable[..., Iterable[Clip]]
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.tar"
+
+
+# ---------------------------------------------------------------------------- clip <-> bytes
+
+
+@dataclass(frozen=True)
+class EncodedClip:
+    """A clip as its tar members: (member file name, payload) in MEMBERS order."""
+
+    name: str
+    members: tuple[tuple[str, bytes], ...]
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)  # C order: one layout
+    return buffer.getvalue()
+
+
+def _check_clip_name(name: str) -> None:
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise ValueError(f"clip name {name!r} is not a file-safe name (no '/', '\\', NUL)")
+
+
+def encode_clip(clip: Clip) -> EncodedClip:
+    _check_clip_name(clip.name)
+    meta = {
+        "name": clip.name,
+        "object_ids": [int(oid) for oid in clip.object_ids],
+        "shape": list(clip.masks.shape),  # (T, O, H, W) before packing
+    }
+    meta_bytes = json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    payloads = (_npy_bytes(clip.frames), _npy_bytes(np.packbits(clip.masks, axis=-1)), meta_bytes)
+    return EncodedClip(clip.name, tuple(zip(MEMBERS, payloads, strict=True)))
+
+
+def decode_clip(frames: bytes, masks: bytes, meta: bytes) -> Clip:
+    """The inverse of encode_clip, from the three member payloads."""
+    info = json.loads(meta.decode("utf-8"))
+    packed = np.load(io.BytesIO(masks), allow_pickle=False)  # (T, O, H, ceil(W/8))
+    width = info["shape"][-1]
+    unpacked = np.unpackbits(packed, axis=-1, count=width).view(np.bool_)  # (T, O, H, W)
+    rgb = np.load(io.BytesIO(frames), allow_pickle=False)  # (T, H, W, 3)
+    return Clip(info["name"], rgb, unpacked, tuple(info["object_ids"]))
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def _tar_info(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, 0, 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def _add_clip(tar: tarfile.TarFile, encoded: EncodedClip) -> None:
+    for member, payload in encoded.members:
+        tar.addfile(_tar_info(f"{encoded.name}/{member}", len(payload)), io.BytesIO(payload))
+
+
+def _write_tar(path: Path, clips: Iterable[EncodedClip]) -> list[str]:
+    """Stream clips into an uncompressed pax tar at `path`; the clip names written."""
+    names = []
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
+        for encoded in clips:
+            _add_clip(tar, encoded)
+            names.append(encoded.name)
+    return names
+
+
+def _write_shard(path: Path, clips: Iterable[EncodedClip]) -> dict[str, Any]:
+    with atomic_path(path) as tmp:  # a failure mid-shard leaves no file under the final name
+        names = _write_tar(tmp, clips)
+        record = {"file": path.name, "num_clips": len(names), "sha256": sha256_file(tmp)}
+        record |= {"bytes": tmp.stat().st_size, "clips": names}
+    return record
+
+
+def _unique_names(clips: Iterable[EncodedClip]) -> Iterator[EncodedClip]:
+    seen: set[str] = set()
+    for encoded in clips:
+        if encoded.name in seen:
+            raise ValueError(f"clip name {encoded.name!r} occurs twice in one split")
+        seen.add(encoded.name)
+        yield encoded
+
+
+def _remove_stale_shards(out_dir: Path, keep: int) -> None:
+    for path in out_dir.iterdir():
+        match = _SHARD_RE.fullmatch(path.name)
+        if match and int(match.group(1)) >= keep:
+            path.unlink()
+
+
+def write_encoded_shards(
+    clips: Iterable[EncodedClip], out_dir: Path, clips_per_shard: int
+) -> list[dict[str, Any]]:
+    """write_shards for already-encoded clips (what parallel workers hand back)."""
+    if clips_per_shard < 1:
+        raise ValueError(f"clips_per_shard must be >= 1, got {clips_per_shard}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MANIFEST).unlink(missing_ok=True)  # incomplete from here until write_manifest
+    remaining = _unique_names(clips)
+    records: list[dict[str, Any]] = []
+    while (first := next(remaining, None)) is not None:
+        batch = itertools.chain([first], itertools.islice(remaining, clips_per_shard - 1))
+        records.append(_write_shard(out_dir / shard_name(len(records)), batch))
+    _remove_stale_shards(out_dir, len(records))
+    return records
+
+
+def write_shards(
+    clips: Iterable[Clip], out_dir: Path, clips_per_shard: int
+) -> list[dict[str, Any]]:
+    """Stream clips into shard-00000.tar, ... (one clip in memory at a time).
+
+    Each shard is written under a temp name and renamed when complete. A manifest.json
+    already in out_dir is removed first, and shard files beyond the new count at the end.
+    Returns one record per shard: file, num_clips, sha256, bytes, clips (names).
+    """
+    return write_encoded_shards(map(encode_clip, clips), out_dir, clips_per_shard)
+
+
+def write_manifest(
+    out_dir: Path,
+    shard_records: Sequence[Mapping[str, Any]],
+    params: Mapping[str, Any],
+    skips: Mapping[str, int],
+) -> dict[str, Any]:
+    """Write manifest.json (atomically, last): counts, sizes, hashes, params, skip reasons."""
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "num_shards": len(shard_records),
+        "num_clips": sum(r["num_clips"] for r in shard_records),
+        "total_bytes": sum(r["bytes"] for r in shard_records),
+        "shards": [dict(r) for r in shard_records],
+        "params": dict(params),
+        "skips": {reason: int(n) for reason, n in sorted(skips.items())},
+    }
+    try:
+        manifest = json.loads(json.dumps(manifest))  # returned exactly as it reads back
+    except TypeError as err:
+        raise ValueError(f"{out_dir}: shard params must be JSON values ({err})") from None
+    write_json_atomic(Path(out_dir) / MANIFEST, manifest)
+    return manifest
+
+
+# ---------------------------------------------------------------------------- parallel build
+
+
+def source_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator of source `index`: SeedSequence(seed).spawn(n)[index], for any n."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
+
+
+class _SkipCounter(Counter):
+    def __call__(self, reason: str) -> None:
+        self[reason] += 1
+
+
+def _spool_source(
+    clip_fn: ClipFn, source: Any, seed: int, index: int, spool: Path
+) -> dict[str, int]:
+    """Worker: write the encoded clips of one source to a spool tar; its skip counts."""
+    skips = _SkipCounter()
+    clips = clip_fn(source, rng=source_rng(seed, index), on_skip=skips)
+    _write_tar(spool, map(encode_clip, clips))
+    return dict(skips)
+
+
+def _read_spool(spool: Path) -> Iterator[EncodedClip]:
+    """Clips back from a spool tar, one at a time; the spool is deleted when read."""
+    with tarfile.open(spool, "r:") as tar:
+        members: list[tuple[str, bytes]] = []
+        for info in tar:
+            clip_name, member = info.name.rsplit("/", 1)
+            members.append((member, tar.extractfile(info).read()))
+            if len(members) == len(MEMBERS):
+                yield EncodedClip(clip_name, tuple(members))
+                members = []
+    spool.unlink()
+
+
+def _serial_clips(
+    sources: Sequence[Any], clip_fn: ClipFn, seed: int, skips: _SkipCounter, bar: tqdm
+) -> Iterator[EncodedClip]:
+    for index, source in enumerate(sources):
+        for clip in clip_fn(source, rng=source_rng(seed, index), on_skip=skips):
+            yield encode_clip(clip)
+        bar.update()
+
+
+def _collect(
+    job: tuple[Future[dict[str, int]], Path], skips: _SkipCounter, bar: tqdm
+) -> Iterator[EncodedClip]:
+    future, spool = job
+    skips.update(future.result())  # re-raises the worker's error, for the first bad source
+    yield from _read_spool(spool)
+    bar.update()
+
+
+def _parallel_clips(
+    sources: Sequence[Any],
+    clip_fn: ClipFn,
+    seed: int,
+    skips: _SkipCounter,
+    bar: tqdm,
+    workers: int,
+    spool_dir: Path,
+) -> Iterator[EncodedClip]:
+    """Sources run in worker processes; clips come back in source order (spooled on disk)."""
+    context = multiprocessing.get_context("spawn")  # never fork a parent that has threads
+    pending: deque[tuple[Future[dict[str, int]], Path]] = deque()
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        try:
+            for index, source in enumerate(sources):
+                spool = spool_dir / f"spool-{index:08d}.tar"
+                future = pool.submit(_spool_source, clip_fn, source, seed, index, spool)
+                pending.append((future, spool))
+                if len(pending) >= 2 * workers:  # bounded work in flight
+                    yield from _collect(pending.popleft(), skips, bar)
+            while pending:
+                yield from _collect(pending.popleft(), skips, bar)
+        finally:
+            for future, _ in pending:
+                future.cancel()
+
+
+def build_split(
+    sources: Sequence[Any],
+    clip_fn: ClipFn,
+    out_dir: Path,
+    *,
+    seed: int,
+    workers: int,
+    clips_per_shard: int,
+    params: Mapping[str, Any],
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Shard all clips of `sources` into out_dir (atomically, as a whole); the manifest.
+
+    clip_fn(source, rng=..., on_skip=...) yields a source's clips, e.g.
+    functools.partial(coco.video_clips, clip_length=..., ...); it must be picklable when
+    workers > 1. Source i gets its own generator (`source_rng(seed, i)`) and clips are
+    written in source order, so the output is byte-identical for any `workers`. At most
+    2 * workers sources are in flight; their clips wait in spool files, not in memory.
+    `params` (plus seed and clips_per_shard) are recorded in the manifest. A failed build
+    leaves any previous out_dir as it was.
+    """
+    skips = _SkipCounter()
+    with (
+        atomic_path(out_dir) as tmp_dir,
+        tqdm(total=len(sources), desc=f"shard {Path(out_dir).name}", disable=not progress) as bar,
+    ):
+        if workers > 1:
+            clips = _parallel_clips(sources, clip_fn, seed, skips, bar, workers, tmp_dir.parent)
+        else:
+            clips = _serial_clips(sources, clip_fn, seed, skips, bar)
+        records = write_encoded_shards(clips, tmp_dir, clips_per_shard)
+        used = {**params, "seed": seed, "clips_per_shard": clips_per_shard}  # not workers
+        manifest = write_manifest(tmp_dir, records, used, skips)
+    return manifest
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def _read_manifest(split_dir: Path) -> dict[str, Any]:
+    path = split_dir / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no shard manifest, so {split_dir} is missing or incomplete: "
+            "run the shard stage (dvc repro shard)"
+        )
+    manifest = read_json(path)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a {FORMAT} manifest: run the shard stage")
+    if manifest.get("version") != VERSION:
+        raise ValueError(
+            f"{path}: shard format version {manifest.get('version')}, this code reads "
+            f"{VERSION}: re-run the shard stage"
+        )
+    return manifest
+
+
+def _index_shard(path: Path, record: Mapping[str, Any]) -> list[list[int]]:
+    """Per clip of one shard: [data offsets of frames, masks, meta, then their sizes]."""
+    mismatch = f"{path}: does not match {MANIFEST}"
+    if not _SHARD_RE.fullmatch(str(record["file"])):  # a bare shard-NNNNN.tar, no path
+        raise ValueError(f"{mismatch} (not a shard file name): re-run the shard stage")
+    if not path.is_file() or path.stat().st_size != record["bytes"]:
+        raise ValueError(f"{mismatch} (missing or wrong size): re-run the shard stage")
+    with tarfile.open(path, "r:") as tar:
+        infos = tar.getmembers()  # reads headers only; data blocks are seeked over
+    expected = [f"{name}/{member}" for name in record["clips"] for member in MEMBERS]
+    if [info.name for info in infos] != expected:
+        raise ValueError(f"{mismatch} (its clips differ from the manifest): re-run the shard stage")
+    n = len(MEMBERS)
+    groups = [infos[k : k + n] for k in range(0, len(infos), n)]
+    return [[*(i.offset_data for i in group), *(i.size for i in group)] for group in groups]
+
+
+class ShardReader:
+    """Random access to the clips of a split directory (what a torch Dataset wraps).
+
+    Tar member offsets are indexed once here; an item costs one positioned read of its
+    three members. Files are opened lazily per process, so the reader can be handed to
+    DataLoader workers (forked: fresh handles per pid; spawned: handles are not pickled).
+    """
+
+    def __init__(self, split_dir: Path) -> None:
+        self.split_dir = Path(split_dir)
+        self.manifest = _read_manifest(self.split_dir)
+        records = self.manifest["shards"]
+        self._paths = [self.split_dir / r["file"] for r in records]
+        rows, shard_of = [], []
+        for shard, (path, record) in enumerate(zip(self._paths, records, strict=True)):
+            shard_rows = _index_shard(path, record)
+            rows += shard_rows
+            shard_of += [shard] * len(shard_rows)
+        table = np.array(rows, dtype=np.int64).reshape(-1, 2 * len(MEMBERS))
+        self._offsets, self._sizes = table[:, : len(MEMBERS)], table[:, len(MEMBERS) :]
+        self._shard_of = np.array(shard_of, dtype=np.int64)
+        self.names: list[str] = [name for r in records for name in r["clips"]]
+        self._fds: dict[int, int] = {}
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> Clip:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"clip index {index} out of range for {len(self)} clips")
+        offsets, sizes = self._offsets[index], self._sizes[index]
+        start, stop = int(offsets.min()), int((offsets + sizes).max())
+        blob = os.pread(self._fd(int(self._shard_of[index])), stop - start, start)
+        if len(blob) != stop - start:
+            raise ValueError(
+                f"{self._paths[self._shard_of[index]]}: truncated: re-run the shard stage"
+            )
+        parts = [blob[o - start : o - start + n] for o, n in zip(offsets, sizes, strict=True)]
+        return decode_clip(*parts)
+
+    def _fd(self, shard: int) -> int:
+        if self._pid != os.getpid():  # forked: drop our copies of the parent's descriptors
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds, self._pid = {}, os.getpid()
+        if shard not in self._fds:
+            self._fds[shard] = os.open(self._paths[shard], os.O_RDONLY)
+        return self._fds[shard]
+
+    def close(self) -> None:
+        if self._pid == os.getpid():
+            for fd in self._fds.values():
+                os.close(fd)
+        self._fds = {}
+
+    def __enter__(self) -> ShardReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # For spawned DataLoader workers: descriptors are per process, never sent.
+        return {k: v for k, v in self.__dict__.items() if k not in ("_fds", "_pid")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._fds, self._pid = {}, os.getpid()

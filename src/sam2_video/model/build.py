@@ -1,0 +1,120 @@
+"""Build SAM2 models from the sam2 package's Hydra configs or the project's tiny config.
+
+One model config file -> one SAM2Base. Checkpoints are SAM2's own format
+(`{"model": state_dict}`), loaded strictly and with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from sam2_video.files import atomic_path
+
+# Names accepted by `model.name`: the project's tiny model and SAM2.1's four sizes.
+SAM21_CONFIGS = {
+    "sam2.1_hiera_tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "sam2.1_hiera_small": "configs/sam2.1/sam2.1_hiera_s.yaml",
+    "sam2.1_hiera_base_plus": "configs/sam2.1/sam2.1_hiera_b+.yaml",
+    "sam2.1_hiera_large": "configs/sam2.1/sam2.1_hiera_l.yaml",
+}
+MODEL_NAMES = ("tiny", *SAM21_CONFIGS)
+TINY_BASE_WEIGHTS = "tiny_base.pt"
+VIDEO_PREDICTOR_TARGET = "sam2.sam2_video_predictor.SAM2VideoPredictor"
+
+
+def model_config_path(name: str) -> Path:
+    """The YAML file behind a model name (or the path itself, if it is a file)."""
+    if name == "tiny":
+        return Path(str(resources.files("sam2_video.model") / "configs" / "tiny.yaml"))
+    if name in SAM21_CONFIGS:
+        return Path(str(resources.files("sam2") / SAM21_CONFIGS[name]))
+    if Path(name).is_file():
+        return Path(name)
+    raise ValueError(f"model.name: unknown model {name!r}; use one of {MODEL_NAMES} or a YAML path")
+
+
+def tiny_base_weights_path() -> Path:
+    return Path(str(resources.files("sam2_video.model") / "weights" / TINY_BASE_WEIGHTS))
+
+
+def load_model_config(name: str, image_size: int | None = None) -> DictConfig:
+    """Model config with optional resolution override, kept consistent across modules.
+
+    SAM2's RoPE attention bakes the feature-map size (image_size / 16) into its config, so
+    a resolution change must reach the memory-attention layers too.
+    """
+    cfg = OmegaConf.load(model_config_path(name))
+    if "model" not in cfg:
+        raise ValueError(f"{model_config_path(name)}: a SAM2 model config needs a 'model' key")
+    cfg = OmegaConf.create({"model": cfg.model})  # drop training-only sections
+    if image_size is not None:
+        if image_size % 16:
+            raise ValueError(f"model.image_size must be a multiple of 16, got {image_size}")
+        cfg.model.image_size = image_size
+        side = image_size // 16
+        layer = cfg.model.memory_attention.layer
+        layer.self_attention.feat_sizes = [side, side]
+        layer.cross_attention.feat_sizes = [side, side]
+    return cfg
+
+
+def build_model(cfg: DictConfig | Mapping[str, Any], target: str | None = None) -> torch.nn.Module:
+    """Instantiate `cfg.model` (a SAM2Base unless `target` overrides the class)."""
+    cfg = OmegaConf.create(OmegaConf.to_container(OmegaConf.create(cfg), resolve=True))
+    if target is not None:
+        cfg.model._target_ = target
+    return instantiate(cfg.model, _recursive_=True)
+
+
+def load_checkpoint(model: torch.nn.Module, path: Path | str) -> None:
+    """Strict load of a SAM2-format checkpoint; names the file and the mismatching keys."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "model" not in state:
+        raise ValueError(f"{path}: not a SAM2 checkpoint (expected a dict with key 'model')")
+    missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: checkpoint does not match the model config "
+            f"(missing {sorted(missing)[:5]}..., unexpected {sorted(unexpected)[:5]}...)"
+        )
+
+
+def save_checkpoint(model: torch.nn.Module, path: Path | str) -> None:
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"model": state}, tmp)
+
+
+def save_model_config(cfg: DictConfig, path: Path | str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(OmegaConf.to_yaml(cfg), encoding="utf-8")
+
+
+def set_trainable(model: torch.nn.Module, trainable_modules: Iterable[str]) -> None:
+    """Freeze everything except the named top-level submodules / parameters."""
+    names = tuple(trainable_modules)
+    top_level = {n.split(".")[0] for n, _ in model.named_parameters()}
+    unknown = [n for n in names if n not in top_level]
+    if unknown:
+        raise ValueError(
+            f"train.trainable_modules: unknown {unknown}; the model has {sorted(top_level)}"
+        )
+    for param_name, param in model.named_parameters():
+        param.requires_grad_(param_name.split(".")[0] in names)
+
+
+def parameter_summary(model: torch.nn.Module) -> dict[str, tuple[int, int]]:
+    """Per top-level module: (total parameters, trainable parameters)."""
+    summary: dict[str, list[int]] = {}
+    for name, param in model.named_parameters():
+        row = summary.setdefault(name.split(".")[0], [0, 0])
+        row[0] += param.numel()
+        row[1] += param.numel() if param.requires_grad else 0
+    return {k: (v[0], v[1]) for k, v in sorted(summary.items())}

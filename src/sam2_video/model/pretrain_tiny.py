@@ -1,0 +1,79 @@
+"""Regenerate the shipped tiny base weights: `make tiny-base` (python -m ...pretrain_tiny).
+
+The base plays the part of SAM2.1 in the default run: every module is trained from
+scratch on synthetic *source*-domain video (distinct-looking objects), with SAM2's mixed
+prompts, so it can segment and track by appearance. The fine-tuning stage then adapts
+only its memory modules to the *target* domain. Weights are stored in float16 (a few MB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sam2_video.data.synthetic import DOMAINS, render_scene
+from sam2_video.model import build, losses, rollout, transforms
+
+IMAGE_SIZE = 128
+
+
+def scene_batch(rng: np.random.Generator, domain: str, clips: int, frames: int, max_obj: int):
+    """(images (B,T,3,S,S), gt (T,N,S,S), obj_to_clip (N,)) rendered on the fly."""
+    images, gts, owners = [], [], []
+    for b in range(clips):
+        n = int(rng.integers(1, max_obj + 1))
+        scene = render_scene(rng, DOMAINS[domain], frames, n + 1, IMAGE_SIZE)
+        present = scene.visible[0].reshape(n + 1, -1).any(1)
+        keep = np.flatnonzero(present)[:n]
+        images.append(transforms.frames_to_model_input(scene.frames, IMAGE_SIZE))
+        gts.append(torch.from_numpy(scene.visible[:, keep]))
+        owners += [b] * len(keep)
+    return torch.stack(images), torch.cat(gts, 1), torch.tensor(owners)
+
+
+def pretrain(steps: int, seed: int, lr: float, log_every: int = 50) -> torch.nn.Module:
+    torch.manual_seed(seed)  # parameter init of a model built from scratch
+    model = build.build_model(build.load_model_config("tiny"))
+    model.train()
+    rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    prompt_cfg = rollout.PromptConfig(0.3, 0.4, 0.3, num_correction_clicks=2, max_cond_frames=2)
+    weights, start, running = losses.LossWeights(), time.time(), 0.0
+    for step in range(1, steps + 1):
+        images, gt, owners = scene_batch(rng, "source", clips=4, frames=6, max_obj=3)
+        plan = rollout.sample_plan(images.shape[1], prompt_cfg, gen)
+        frames = rollout.track(model, images, gt, owners, plan, prompt_cfg, gen)
+        loss = losses.clip_losses(frames, gt, weights)["total"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        running += float(loss.detach())
+        if step % log_every == 0:
+            print(f"step {step}/{steps} loss {running / log_every:.3f} "
+                  f"({time.time() - start:.0f}s)", flush=True)  # fmt: skip
+            running = 0.0
+    return model
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--out", type=Path, default=build.tiny_base_weights_path())
+    args = parser.parse_args(argv)
+    model = pretrain(args.steps, args.seed, args.lr)
+    model.half()
+    build.save_checkpoint(model, args.out)
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()

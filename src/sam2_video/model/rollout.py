@@ -1,0 +1,166 @@
+"""SAM2's video forward over a batch of clips, exposing what training needs.
+
+`track` is the loop of SAM2's own trainer (`SAM2Train.forward_tracking`) written against
+SAM2Base's lower-level pieces, so that every frame yields the multimask logits, IoU
+predictions and object-score logits of every prediction step (SAM2Base.track_step in
+train mode drops the object scores). Conditioning frames get prompts from ground truth;
+the other frames are tracked through memory. The same loop, in eval mode with one
+conditioning frame, is SAM2VideoPredictor's inference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from sam2_video.model import prompts
+
+PROMPT_KINDS = ("mask", "points", "box")
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """How conditioning frames are prompted (probabilities over PROMPT_KINDS)."""
+
+    prob_mask: float = 0.5
+    prob_points: float = 0.25
+    prob_box: float = 0.25
+    num_pos_points: int = 1
+    include_center: bool = False
+    box_jitter: float = 0.1
+    num_correction_clicks: int = 0
+    max_cond_frames: int = 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which frames are conditioning frames, how they are prompted, which get corrections."""
+
+    cond_frames: tuple[int, ...]
+    kind: str
+    correction_frames: tuple[int, ...] = ()
+
+
+@dataclass
+class Step:
+    multimask_logits: torch.Tensor  # (N, M, S, S)
+    ious: torch.Tensor  # (N, M)
+    object_score_logits: torch.Tensor  # (N, 1)
+
+
+@dataclass
+class FrameOutput:
+    steps: list[Step]
+    logits: torch.Tensor  # (N, 1, S, S) the mask the memory encoder saw
+    low_res_logits: torch.Tensor  # (N, 1, S/4, S/4) what SAM2VideoPredictor upsamples
+
+
+def sample_plan(num_frames: int, cfg: PromptConfig, gen: torch.Generator) -> Plan:
+    """Prompt kind and conditioning frames for one training batch (SAM2's sampling)."""
+    probs = torch.tensor([cfg.prob_mask, cfg.prob_points, cfg.prob_box])
+    kind = PROMPT_KINDS[int(torch.multinomial(probs, 1, generator=gen))]
+    max_cond = min(cfg.max_cond_frames, num_frames)
+    n_cond = int(torch.randint(1, max_cond + 1, (1,), generator=gen))
+    extra = torch.randperm(num_frames - 1, generator=gen)[: n_cond - 1] + 1
+    cond = (0, *sorted(int(t) for t in extra))
+    corrections = cond if kind != "mask" and cfg.num_correction_clicks > 0 else ()
+    return Plan(cond_frames=cond, kind=kind, correction_frames=corrections)
+
+
+def image_features(model, images: torch.Tensor, encoder_grad: bool):
+    """Backbone features of (F, 3, S, S) images as SAM2Base._prepare_backbone_features gives.
+
+    The image encoder runs without an autograd graph unless it is being trained; the
+    decoder's high-res projections (conv_s0/s1) always follow their own requires_grad.
+    """
+    with torch.set_grad_enabled(encoder_grad and torch.is_grad_enabled()):
+        backbone_out = model.image_encoder(images)
+    if model.use_high_res_features_in_sam:
+        fpn = backbone_out["backbone_fpn"]
+        fpn[0] = model.sam_mask_decoder.conv_s0(fpn[0])
+        fpn[1] = model.sam_mask_decoder.conv_s1(fpn[1])
+    _, feats, pos, sizes = model._prepare_backbone_features(backbone_out)
+    return feats, pos, sizes  # feats/pos: lists of (HW, F, C)
+
+
+def _prompt_inputs(kind: str, gt: torch.Tensor, cfg: PromptConfig, gen: torch.Generator):
+    """(point_inputs, mask_inputs) for one conditioning frame; gt (N, S, S) bool."""
+    if kind == "mask":
+        return None, gt[:, None].float()
+    if kind == "points":
+        coords, labels = prompts.point_prompts(gt, cfg.num_pos_points, cfg.include_center, gen)
+    else:
+        coords, labels = prompts.box_prompts(gt, cfg.box_jitter, gen)
+    return {"point_coords": coords, "point_labels": labels}, None
+
+
+def _correct(model, step0, sam_out, gt, point_inputs, frame_ctx, n_clicks, gen):
+    """SAM2's iterative correction: add one click from the error region, decode again."""
+    high_res_features, pix_feat, is_init = frame_ctx
+    steps = [step0]
+    for _ in range(n_clicks):
+        low_res, high_res = sam_out[3], sam_out[4]
+        coords, labels = prompts.correction_clicks(gt, high_res[:, 0] > 0, gen)
+        pts = prompts.concat_points(
+            (point_inputs["point_coords"], point_inputs["point_labels"]), coords, labels
+        )
+        point_inputs = {"point_coords": pts[0], "point_labels": pts[1]}
+        sam_out = model._forward_sam_heads(
+            backbone_features=pix_feat,
+            point_inputs=point_inputs,
+            mask_inputs=low_res,
+            high_res_features=high_res_features,
+            multimask_output=model._use_multimask(is_init, point_inputs),
+        )
+        steps.append(Step(sam_out[1], sam_out[2], sam_out[6]))
+    return steps, sam_out, point_inputs
+
+
+def track(
+    model,
+    images: torch.Tensor,
+    gt: torch.Tensor,
+    obj_to_clip: torch.Tensor,
+    plan: Plan,
+    cfg: PromptConfig,
+    gen: torch.Generator,
+) -> list[FrameOutput]:
+    """Run SAM2's video forward on all objects of a batch of clips.
+
+    images (B, T, 3, S, S) normalized; gt (T, N, S, S) bool (only conditioning and
+    correction frames are read); obj_to_clip (N,) clip index of each object.
+    Returns one FrameOutput per frame, in frame order.
+    """
+    b, t = images.shape[:2]
+    encoder_grad = any(p.requires_grad for p in model.image_encoder.parameters())
+    feats, pos, sizes = image_features(model, images.flatten(0, 1), encoder_grad)
+    memory = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
+    outputs: dict[int, FrameOutput] = {}
+    order = list(plan.cond_frames) + [f for f in range(t) if f not in plan.cond_frames]
+    for frame in order:
+        img_ids = obj_to_clip * t + frame  # this frame's image for each object
+        cur_feats = [x[:, img_ids] for x in feats]
+        cur_pos = [x[:, img_ids] for x in pos]
+        is_cond = frame in plan.cond_frames
+        point_inputs, mask_inputs = (
+            _prompt_inputs(plan.kind, gt[frame], cfg, gen) if is_cond else (None, None)
+        )
+        out, sam_out, high_res_features, pix_feat = model._track_step(
+            frame, is_cond, cur_feats, cur_pos, sizes, point_inputs, mask_inputs,
+            memory, t, False, None,
+        )  # fmt: skip
+        steps = [Step(sam_out[1], sam_out[2], sam_out[6])]
+        if frame in plan.correction_frames:
+            ctx = (high_res_features, pix_feat, is_cond)
+            steps, sam_out, point_inputs = _correct(
+                model, steps[0], sam_out, gt[frame], point_inputs, ctx,
+                cfg.num_correction_clicks, gen,
+            )  # fmt: skip
+        out["pred_masks"], out["pred_masks_high_res"], out["obj_ptr"] = sam_out[3:6]
+        model._encode_memory_in_output(
+            cur_feats, sizes, point_inputs, True, sam_out[4], sam_out[6], out
+        )
+        memory["cond_frame_outputs" if is_cond else "non_cond_frame_outputs"][frame] = out
+        outputs[frame] = FrameOutput(steps=steps, logits=sam_out[4], low_res_logits=sam_out[3])
+    return [outputs[f] for f in range(t)]

@@ -1,0 +1,241 @@
+"""params.yaml -> typed, frozen dataclasses. The only code that reads params.yaml.
+
+Every key is declared here once, with its type, default and meaning (`sam2-video params`
+prints them). Parsing goes through OmegaConf, whose YAML loader reads `1e-05` as a float
+(PyYAML would give a string). Unknown keys, wrong types and out-of-range values fail
+before any work, naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+PARAMS_FILE = Path("params.yaml")
+
+
+def _f(default: Any, help: str, check: str | None = None) -> Any:
+    """A field with its one-line meaning and an optional range check ('>0', '>=0', '0..1')."""
+    meta = {"help": help, "check": check}
+    if isinstance(default, list | tuple | dict):
+        value = tuple(default) if isinstance(default, list | tuple) else default
+        return field(default_factory=lambda: value, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class SyntheticParams:
+    seed: int = _f(0, "seed of the generated dataset (data, not training)")
+    train_videos: int = _f(48, "videos generated for the train split", ">0")
+    val_videos: int = _f(12, "videos generated for the validation split", ">0")
+    num_frames: int = _f(16, "frames per generated video", ">0")
+    min_objects: int = _f(2, "fewest objects in a generated video", ">0")
+    max_objects: int = _f(4, "most objects in a generated video", ">0")
+    size: int = _f(128, "frame width and height in pixels", ">0")
+
+
+@dataclass(frozen=True)
+class FetchParams:
+    source: str = _f("synthetic", "data source: synthetic (embedded default)")
+    checkpoint: str = _f("tiny", "base weights: tiny (shipped), a SAM2.1 name, or a local path")
+    synthetic: SyntheticParams = field(default_factory=SyntheticParams, metadata={"help": ""})
+
+
+@dataclass(frozen=True)
+class ShardParams:
+    seed: int = _f(0, "seed for choosing objects when a clip has more than max_objects")
+    clip_length: int = _f(8, "frames per clip", ">0")
+    stride: int = _f(4, "frames between the starts of consecutive clips", ">0")
+    max_objects: int = _f(3, "most objects per clip (those present on its first frame)", ">0")
+    min_area: int = _f(
+        16, "objects smaller than this on the first frame (pixels) are left out", ">=0"
+    )
+    max_side: int = _f(128, "frames are resized so that their longer side is at most this", ">0")
+    clips_per_shard: int = _f(64, "clips per shard file", ">0")
+    workers: int = _f(2, "parallel worker processes", ">0")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    model: str = _f("tiny", "model: tiny, sam2.1_hiera_{tiny,small,base_plus,large}, or a YAML")
+    image_size: int = _f(128, "square model input size (multiple of 16)", ">0")
+    steps: int = _f(600, "optimizer steps; 0 = evaluate the base model only", ">=0")
+    batch_size: int = _f(4, "clips per step (per process)", ">0")
+    grad_accum: int = _f(1, "micro-batches accumulated per optimizer step", ">0")
+    trainable_modules: tuple[str, ...] = _f(
+        ["memory_attention", "memory_encoder"], "top-level modules that are trained"
+    )
+    weight_decay: float = _f(0.01, "AdamW weight decay", ">=0")
+    warmup_steps: int = _f(30, "linear warm-up steps before the cosine decay", ">=0")
+    min_lr_ratio: float = _f(0.1, "final learning rate as a fraction of lr", "0..1")
+    grad_clip: float = _f(1.0, "max gradient norm (0 disables clipping)", ">=0")
+    prob_mask: float = _f(0.5, "probability of a mask prompt on conditioning frames", "0..1")
+    prob_points: float = _f(0.25, "probability of point prompts", "0..1")
+    prob_box: float = _f(0.25, "probability of a box prompt", "0..1")
+    num_pos_points: int = _f(1, "positive points per object for point prompts", ">0")
+    include_center: bool = _f(False, "make the first point the object's centre")
+    box_jitter: float = _f(0.1, "box sides move by up to this fraction of the box size", ">=0")
+    num_correction_clicks: int = _f(0, "correction clicks sampled from the error region", ">=0")
+    max_cond_frames: int = _f(1, "1 or 2 conditioning frames per clip", ">0")
+    loss_mask: float = _f(20.0, "weight of the focal (or BCE) mask loss", ">=0")
+    loss_dice: float = _f(1.0, "weight of the dice loss", ">=0")
+    loss_iou: float = _f(1.0, "weight of the IoU-prediction loss", ">=0")
+    loss_object_score: float = _f(1.0, "weight of the object-score loss", ">=0")
+    loss_temporal: float = _f(0.0, "weight of the temporal-consistency loss", ">=0")
+    use_focal: bool = _f(True, "focal loss for masks (false: plain BCE)")
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N")
+    amp: bool = _f(True, "bfloat16 autocast on GPU (ignored on CPU)")
+    num_workers: int = _f(0, "DataLoader worker processes", ">=0")
+    checkpoint_every: int = _f(100, "steps between resumable checkpoints", ">0")
+    val_every: int = _f(100, "steps between validations (J&F on a few val clips)", ">0")
+    val_clips: int = _f(8, "validation clips scored during training", ">0")
+    early_stop_patience: int = _f(
+        0, "stop after this many validations without gain (0: off)", ">=0"
+    )
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    prompts: tuple[str, ...] = _f(["mask", "points", "box"], "first-frame prompt types scored")
+    max_clips: int = _f(0, "score at most this many val clips (0: all)", ">=0")
+
+
+@dataclass(frozen=True)
+class RenderParams:
+    num_clips: int = _f(3, "val clips rendered as GIFs", ">=0")
+    fps: int = _f(4, "GIF frame rate", ">0")
+    scale: int = _f(2, "pixel upscaling of the GIF panels", ">0")
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = _f(0, "seed of training and evaluation randomness")
+    lr: float = _f(3e-4, "peak learning rate of the trainable modules", ">0")
+    fetch: FetchParams = field(default_factory=FetchParams, metadata={"help": ""})
+    shard: ShardParams = field(default_factory=ShardParams, metadata={"help": ""})
+    train: TrainParams = field(default_factory=TrainParams, metadata={"help": ""})
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams, metadata={"help": ""})
+    render: RenderParams = field(default_factory=RenderParams, metadata={"help": ""})
+
+
+CHOICES = {
+    "fetch.source": ("synthetic",),
+    "evaluate.prompts": ("mask", "points", "box"),
+    "train.max_cond_frames": (1, 2),
+}
+
+
+def load_params(path: Path | str = PARAMS_FILE) -> Params:
+    """Parse and validate the whole file (every stage checks all of it before working)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: params file not found")
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of parameters")
+    try:
+        params = _build(Params, raw, "")
+        _check_cross_fields(params)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    return params
+
+
+def _build(cls: type, raw: dict, prefix: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        names = ", ".join(prefix + k for k in unknown)
+        raise ValueError(f"unknown key(s) {names}; known: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, value in raw.items():
+        key = prefix + name
+        values[name] = _coerce(hints[name], value, key)
+        _check_range(fields[name].metadata.get("check"), values[name], key)
+        _check_choice(key, values[name])
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ValueError(f"{key}: expected a section (mapping), got {value!r}")
+        return _build(hint, value, key + ".")
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"{key}: expected a list, got {value!r}")
+        return tuple(_coerce(typing.get_args(hint)[0], v, key) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(hint):
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, bool, str) and (type(value) is not hint):
+        raise ValueError(f"{key}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def _check_range(check: str | None, value: Any, key: str) -> None:
+    bad = (
+        (check == ">0" and not value > 0)
+        or (check == ">=0" and not value >= 0)
+        or (check == "0..1" and not 0 <= value <= 1)
+    )
+    if bad:
+        raise ValueError(f"{key}: {value!r} is out of range (must be {check})")
+
+
+def _check_choice(key: str, value: Any) -> None:
+    allowed = CHOICES.get(key)
+    items = value if isinstance(value, tuple) else (value,)
+    if allowed is not None and any(v not in allowed for v in items):
+        raise ValueError(f"{key}: {value!r} is not allowed; choose from {allowed}")
+
+
+def _check_cross_fields(p: Params) -> None:
+    t = p.train
+    if abs(t.prob_mask + t.prob_points + t.prob_box - 1.0) > 1e-6:
+        raise ValueError("train.prob_mask + train.prob_points + train.prob_box must sum to 1")
+    if p.fetch.synthetic.min_objects > p.fetch.synthetic.max_objects:
+        raise ValueError("fetch.synthetic.min_objects must be <= fetch.synthetic.max_objects")
+    if t.image_size % 16:
+        raise ValueError(f"train.image_size: {t.image_size} must be a multiple of 16")
+    if not p.evaluate.prompts:
+        raise ValueError("evaluate.prompts: list at least one prompt type")
+
+
+def describe(cls: type = Params, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(key, type, default, meaning) for every leaf key, for `sam2-video params`."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            rows += describe(hints[f.name], prefix + f.name + ".")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        type_name = getattr(hints[f.name], "__name__", str(hints[f.name]))
+        rows.append((prefix + f.name, type_name, repr(default), f.metadata.get("help", "")))
+    return rows
+
+
+def to_dict(params: Any) -> dict:
+    """Plain nested dict (tuples as lists), e.g. for manifests and params.yaml itself."""
+    out = dataclasses.asdict(params)
+    return _lists(out)
+
+
+def _lists(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _lists(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_lists(v) for v in obj]
+    return obj

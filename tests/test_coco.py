@@ -1,0 +1,455 @@
+"""COCO video reading: real PNG/JPEG frames and COCO JSON on disk, checked against pycocotools."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from sam2_video.data import coco
+
+H, W = 40, 60  # source frame size
+NUM_FRAMES = 4
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _compressed_rle(mask: np.ndarray) -> dict:
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")}
+
+
+def _uncompressed_rle(mask: np.ndarray) -> dict:
+    """COCO's uncompressed RLE: column-major run lengths, starting with a run of zeros."""
+    flat = mask.flatten(order="F").astype(np.int8)
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    return {"size": list(mask.shape), "counts": [0, *counts] if flat[0] else counts}
+
+
+def _rect(top: int, left: int, height: int, width: int) -> np.ndarray:
+    mask = np.zeros((H, W), dtype=bool)
+    mask[top : top + height, left : left + width] = True
+    return mask
+
+
+def _blob(t: int) -> np.ndarray:
+    """An irregular mask that moves: a disc with a notch, shifted by t."""
+    yy, xx = np.mgrid[:H, :W]
+    disc = (yy - 25) ** 2 + (xx - 40 - t) ** 2 <= 36
+    return disc & ~((yy > 25) & (xx > 40 + t))
+
+
+def _triangle(t: int) -> list[list[float]]:
+    return [[5.0 + t, 30.0, 20.0 + t, 30.0, 12.5 + t, 38.0]]
+
+
+def _nearest_reference(mask: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Pixel-centre nearest neighbour, one pixel at a time in exact fractions."""
+    in_h, in_w = mask.shape
+    out = np.zeros((out_h, out_w), dtype=bool)
+    for y in range(out_h):
+        for x in range(out_w):
+            src_y = int(Fraction(2 * y + 1, 2 * out_h) * in_h)
+            src_x = int(Fraction(2 * x + 1, 2 * out_w) * in_w)
+            out[y, x] = mask[src_y, src_x]
+    return out
+
+
+def _write_frames(image_dir: Path, names: list[str]) -> None:
+    rng = np.random.default_rng(0)
+    for name in names:
+        path = image_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)).save(path)
+
+
+def _dataset() -> dict:
+    """One video of 4 frames, listed out of order; tracks 7/8/9 (RLE/RLE/polygon), 10 late."""
+    images = [
+        {"id": 100 + t, "file_name": f"v1/{t:03d}.png", "height": H, "width": W,
+         "video_id": 1, "order_in_video": t}
+        for t in reversed(range(NUM_FRAMES))
+    ]  # fmt: skip
+    annotations = []
+    for t in range(NUM_FRAMES):
+        annotations.append((7, 1, _compressed_rle(_rect(5, 10 + 2 * t, 10, 15)), t))
+        annotations.append((8, 1, _uncompressed_rle(_blob(t)), t))
+        if t != 2:  # track 9 is occluded on frame 2
+            annotations.append((9, 2, _triangle(t), t))
+        if t >= 1:  # track 10 enters on frame 1
+            annotations.append((10, 2, _compressed_rle(_rect(30, 2, 6, 6)), t))
+    anns = [
+        {"id": k + 1, "image_id": 100 + t, "category_id": cat, "segmentation": segm,
+         "track_id": track, "iscrowd": 0}
+        for k, (track, cat, segm, t) in enumerate(annotations)
+    ]  # fmt: skip
+    categories = [{"id": 1, "name": "thing"}, {"id": 2, "name": "other"}]
+    return {"images": images, "annotations": anns, "categories": categories}
+
+
+def _write_dataset(root: Path, data: dict) -> tuple[Path, Path]:
+    image_dir = root / "images"
+    _write_frames(image_dir, sorted({image["file_name"] for image in data["images"]}))
+    ann_path = root / "annotations.json"
+    ann_path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return ann_path, image_dir
+
+
+def _clips(video: coco.CocoVideo, **overrides) -> list:
+    params = {"clip_length": 3, "stride": 1, "max_objects": 10, "min_area": 1,
+              "image_size_max_side": 30, "rng": np.random.default_rng(0)}  # fmt: skip
+    return list(coco.video_clips(video, **(params | overrides)))
+
+
+def _reference_mask(data: dict, object_id: int, t: int, key: str = "track_id") -> np.ndarray:
+    """Union of the object's annotations on frame t, decoded by pycocotools directly."""
+    mask = np.zeros((H, W), dtype=bool)
+    for ann in data["annotations"]:
+        if ann["image_id"] == 100 + t and ann[key] == object_id:
+            segm = ann["segmentation"]
+            if isinstance(segm, list):
+                rle = mask_utils.merge(mask_utils.frPyObjects(segm, H, W))
+            elif isinstance(segm["counts"], list):
+                rle = mask_utils.frPyObjects(segm, H, W)
+            else:
+                rle = segm
+            mask |= mask_utils.decode(rle).astype(bool)
+    return mask
+
+
+# ---------------------------------------------------------------------------- decoding
+
+
+def test_decode_compressed_rle_matches_pycocotools() -> None:
+    mask = _blob(3)
+    segm = _compressed_rle(mask)
+    decoded = coco.decode_segmentation(segm, H, W)
+    assert decoded.dtype == np.bool_ and decoded.shape == (H, W)
+    np.testing.assert_array_equal(decoded, mask_utils.decode(segm).astype(bool))
+    np.testing.assert_array_equal(decoded, mask)
+
+
+def test_decode_uncompressed_rle_matches_pycocotools() -> None:
+    mask = _blob(1) | _rect(0, 0, 3, 3)  # starts with a run of ones
+    segm = _uncompressed_rle(mask)
+    assert segm["counts"][0] == 0
+    decoded = coco.decode_segmentation(segm, H, W)
+    np.testing.assert_array_equal(decoded, mask)
+    expected = mask_utils.decode(mask_utils.frPyObjects(segm, H, W)).astype(bool)
+    np.testing.assert_array_equal(decoded, expected)
+
+
+def test_decode_polygons_are_merged_like_pycocotools() -> None:
+    polygons = [[1.0, 1.0, 4.0, 1.0, 4.0, 3.0, 1.0, 3.0], *_triangle(0)]
+    decoded = coco.decode_segmentation(polygons, H, W)
+    expected = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polygons, H, W)))
+    np.testing.assert_array_equal(decoded, expected.astype(bool))
+    # hand-checked: pycocotools fills the 3x2 rectangle rows 1-2, columns 1-3
+    np.testing.assert_array_equal(
+        np.argwhere(decoded[:5, :8]), [[1, 1], [1, 2], [1, 3], [2, 1], [2, 2], [2, 3]]
+    )
+
+
+@pytest.mark.parametrize(
+    ("segm", "message"),
+    [
+        ({"size": [H + 1, W], "counts": "PP0"}, "RLE size"),
+        ({"size": [H, W], "counts": [5, 10]}, "sum to 15"),
+        ([[1.0, 1.0, 5.0, 5.0]], "polygon 0 has 4 coordinates"),
+        ([], "empty polygon list"),
+        ("abc", "expected an RLE dict"),
+    ],
+)
+def test_decode_rejects_bad_segmentations(segm: object, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)) as err:
+        coco.decode_segmentation(segm, H, W)
+    assert "'segmentation'" in str(err.value)
+
+
+def test_decode_rejects_compressed_rle_that_falls_short() -> None:
+    short = _compressed_rle(_rect(0, 0, 2, 2))
+    short["counts"] = mask_utils.encode(np.asfortranarray(np.ones((2, 2), np.uint8)))["counts"]
+    with pytest.raises(ValueError, match="runs sum to 4"):
+        coco.decode_segmentation(short, H, W)
+
+
+# ---------------------------------------------------------------------------- resizing
+
+
+def test_target_size_hand_values() -> None:
+    assert coco.target_size(40, 60, 30) == (20, 30)
+    assert coco.target_size(481, 640, 512) == (385, 512)  # 384.8 rounds up
+    assert coco.target_size(640, 3, 64) == (64, 1)  # never below one pixel
+    assert coco.target_size(10, 20, 64) == (10, 20)  # no upscaling
+    assert coco.target_size(10, 20, None) == (10, 20)
+
+
+def test_resize_mask_picks_pixel_centres() -> None:
+    mask = np.arange(16).reshape(4, 4) % 3 == 0
+    np.testing.assert_array_equal(coco.resize_mask(mask, (2, 2)), mask[[1, 3]][:, [1, 3]])
+    rng = np.random.default_rng(1)
+    for in_h, in_w, out_h, out_w in [(8, 52, 22, 207), (56, 150, 17, 79), (37, 53, 20, 29)]:
+        random_mask = rng.random((in_h, in_w)) > 0.5
+        np.testing.assert_array_equal(
+            coco.resize_mask(random_mask, (out_h, out_w)),
+            _nearest_reference(random_mask, out_h, out_w),
+        )
+
+
+# ---------------------------------------------------------------------------- videos, clips
+
+
+def test_clips_match_independently_decoded_and_resized_masks(tmp_path: Path) -> None:
+    data = _dataset()
+    ann_path, image_dir = _write_dataset(tmp_path, data)
+    (video,) = coco.load_coco_videos(ann_path, image_dir)
+    assert video.name == "1" and video.num_frames == NUM_FRAMES
+    clips = _clips(video)
+    assert [c.name for c in clips] == ["1__00000", "1__00001"]
+    assert clips[0].object_ids == (7, 8, 9)  # track 10 is not on frame 0
+    assert clips[1].object_ids == (7, 8, 9, 10)
+    for clip, start in zip(clips, (0, 1), strict=True):
+        assert clip.frames.shape == (3, 20, 30, 3) and clip.frames.dtype == np.uint8
+        for t in range(3):
+            source = image_dir / f"v1/{start + t:03d}.png"
+            expected_rgb = Image.open(source).convert("RGB").resize((30, 20), Image.BILINEAR)
+            np.testing.assert_array_equal(clip.frames[t], np.asarray(expected_rgb))
+            for k, object_id in enumerate(clip.object_ids):
+                expected = _nearest_reference(_reference_mask(data, object_id, start + t), 20, 30)
+                np.testing.assert_array_equal(clip.masks[t, k], expected)
+    assert not clips[0].masks[2, 2].any()  # track 9 occluded on frame 2: empty mask
+
+
+def test_frames_sorted_by_order_field(tmp_path: Path) -> None:
+    for key in ("order_in_video", "frame_id", "frame_index"):
+        data = _dataset()
+        for image in data["images"]:
+            image[key] = 10 * (NUM_FRAMES - image.pop("order_in_video"))  # reverse the order
+        ann_path, image_dir = _write_dataset(tmp_path / key, data)
+        (video,) = coco.load_coco_videos(ann_path, image_dir)
+        assert video.frame_image_ids == (103, 102, 101, 100), key
+        assert [p.name for p in video.frame_paths] == ["003.png", "002.png", "001.png", "000.png"]
+
+
+def test_objects_are_categories_without_track_ids(tmp_path: Path) -> None:
+    data = _dataset()
+    for ann in data["annotations"]:
+        ann["track"] = ann.pop("track_id")  # not a track field: categories become objects
+    ann_path, image_dir = _write_dataset(tmp_path, data)
+    (video,) = coco.load_coco_videos(ann_path, image_dir)
+    clip = _clips(video)[0]
+    assert clip.object_ids == (1, 2)
+    for t in range(3):
+        union = _reference_mask(data, 7, t, "track") | _reference_mask(data, 8, t, "track")
+        np.testing.assert_array_equal(clip.masks[t, 0], _nearest_reference(union, 20, 30))
+
+
+@pytest.mark.parametrize("where", ["instance_id", "attributes"])
+def test_other_track_id_fields(tmp_path: Path, where: str) -> None:
+    data = _dataset()
+    for ann in data["annotations"]:
+        track = ann.pop("track_id")
+        if where == "attributes":
+            ann["attributes"] = {"track_id": track, "occluded": False}
+        else:
+            ann["instance_id"] = track
+    ann_path, image_dir = _write_dataset(tmp_path, data)
+    (video,) = coco.load_coco_videos(ann_path, image_dir)
+    assert _clips(video)[1].object_ids == (7, 8, 9, 10)
+
+
+def test_min_area_uses_source_resolution(tmp_path: Path) -> None:
+    data = _dataset()
+    ann_path, image_dir = _write_dataset(tmp_path, data)
+    (video,) = coco.load_coco_videos(ann_path, image_dir)
+    triangle_area = int(_reference_mask(data, 9, 0).sum())
+    assert _clips(video, min_area=triangle_area)[0].object_ids == (7, 8, 9)
+    assert _clips(video, min_area=triangle_area + 1)[0].object_ids == (7, 8)
+
+
+def test_max_objects_draws_a_seeded_subset(tmp_path: Path) -> None:
+    ann_path, image_dir = _write_dataset(tmp_path, _dataset())
+    (video,) = coco.load_coco_videos(ann_path, image_dir)
+    picks = set()
+    for seed in range(12):
+        ids = _clips(video, max_objects=2, rng=np.random.default_rng(seed))[0].object_ids
+        again = _clips(video, max_objects=2, rng=np.random.default_rng(seed))[0].object_ids
+        assert ids == again and len(ids) == 2 and set(ids) <= {7, 8, 9} and list(ids) == sorted(ids)
+        picks.add(ids)
+    assert len(picks) > 1
+
+
+def test_skipped_windows_and_short_videos_are_reported(tmp_path: Path) -> None:
+    data = _dataset()
+    data["annotations"] = [
+        a for a in data["annotations"] if a["track_id"] == 10 and a["image_id"] >= 102
+    ]  # only frames 2 and 3 have an object
+    data["images"].append(
+        {"id": 500, "file_name": "v2/000.png", "height": H, "width": W, "video_id": "v2",
+         "order_in_video": 0}
+    )  # fmt: skip
+    ann_path, image_dir = _write_dataset(tmp_path, data)
+    long_video, short_video = coco.load_coco_videos(ann_path, image_dir)
+    skips: list[str] = []
+    clips = _clips(long_video, clip_length=2, on_skip=skips.append)
+    assert [c.name for c in clips] == ["1__00002"]
+    assert skips == [coco.SKIP_NO_OBJECT, coco.SKIP_NO_OBJECT]
+    skips.clear()
+    assert _clips(short_video, clip_length=2, on_skip=skips.append) == []
+    assert skips == [coco.SKIP_SHORT_VIDEO]
+
+
+def test_non_ascii_names(tmp_path: Path) -> None:
+    data = _dataset()
+    for image in data["images"]:
+        image["file_name"] = image["file_name"].replace("v1/", "видео/кадр_ü_")
+        image["video_id"] = "vidéo 1/ü"
+    ann_path, image_dir = _write_dataset(tmp_path, data)
+    (video,) = coco.load_coco_videos(ann_path, image_dir)
+    assert re.fullmatch(r"[A-Za-z0-9._-]+", video.name)
+    assert video.frame_paths[0] == image_dir / "видео" / "кадр_ü_000.png"
+    assert _clips(video)[0].frames.shape == (3, 20, 30, 3)
+
+
+# ---------------------------------------------------------------------------- image files
+
+
+def _first_ann(data: dict) -> dict:
+    return data["annotations"][0]
+
+
+BAD_JSON_CASES = {
+    "rle size": (
+        lambda d: _first_ann(d)["segmentation"].update(size=[H + 1, W]),
+        "annotation id=1: field 'segmentation' RLE size [41, 60] disagrees",
+    ),
+    "polygon points": (
+        lambda d: _first_ann(d).update(segmentation=[[1, 2, 3, 4]]),
+        "annotation id=1: field 'segmentation' polygon 0 has 4 coordinates",
+    ),
+    "rle sum": (
+        lambda d: d["annotations"][1]["segmentation"].update(counts=[1, 2]),
+        "annotation id=2: field 'segmentation' RLE counts sum to 3",
+    ),
+    "unknown image": (
+        lambda d: _first_ann(d).update(image_id=999),
+        "annotation id=1: field 'image_id' 999 is not an image id",
+    ),
+    "unknown category": (
+        lambda d: _first_ann(d).update(category_id=5),
+        "annotation id=1: field 'category_id' 5 is not a category id",
+    ),
+    "duplicate image": (
+        lambda d: d["images"].append(copy.deepcopy(d["images"][0])),
+        "image id=103: duplicate image id",
+    ),
+    "duplicate order": (
+        lambda d: d["images"][0].update(order_in_video=0),
+        "frame order 0 appears twice in video 1",
+    ),
+    "no order": (
+        lambda d: d["images"][0].pop("order_in_video"),
+        "image id=103: no frame order",
+    ),
+    "no video id": (
+        lambda d: d["images"][0].pop("video_id"),
+        "image id=103: field 'video_id' missing",
+    ),
+    "no images": (lambda d: d.pop("images"), "not a COCO JSON: field 'images'"),
+    "no annotations": (lambda d: d.pop("annotations"), "not a COCO JSON: field 'annotations'"),
+    "escaping file name": (
+        lambda d: d["images"][0].update(file_name="../x.png"),
+        "field 'file_name' '../x.png' must be relative",
+    ),
+    "mixed tracks": (
+        lambda d: _first_ann(d).pop("track_id"),
+        "annotation id=1: field 'track_id' is None",
+    ),
+    "duplicate annotation id": (
+        lambda d: d["annotations"][1].update(id=1),
+        "annotation id=1: duplicate annotation id",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_JSON_CASES))
+def test_bad_json_names_file_and_field(tmp_path: Path, case: str) -> None:
+    mutate, message = BAD_JSON_CASES[case]
+    data = _dataset()
+    mutate(data)
+    ann_path = tmp_path / "bad.json"
+    ann_path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ValueError) as err:
+        coco.load_coco_videos(ann_path, tmp_path)
+    assert str(err.value).startswith(f"{ann_path}: ")
+    assert message in str(err.value)
+
+
+def test_corrupt_compressed_rle_is_reported_when_decoded(tmp_path: Path) -> None:
+    data = _dataset()
+    _first_ann(data)["segmentation"]["counts"] = _compressed_rle(_rect(0, 0, 4, 4)[:8, :8])[
+        "counts"
+    ]
+    ann_path, image_dir = _write_dataset(tmp_path, data)
+    (video,) = coco.load_coco_videos(ann_path, image_dir)
+    with pytest.raises(
+        ValueError, match=re.escape(f"{ann_path}: annotation id=1: field 'segmentation'")
+    ):
+        _clips(video)
+
+
+@pytest.mark.parametrize("problem", ["missing", "truncated", "wrong size"])
+def test_bad_image_file_names_the_file(tmp_path: Path, problem: str) -> None:
+    ann_path, image_dir = _write_dataset(tmp_path, _dataset())
+    path = image_dir / "v1" / "001.png"
+    if problem == "missing":
+        path.unlink()
+    elif problem == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        Image.new("RGB", (W, H + 2)).save(path)
+    (video,) = coco.load_coco_videos(ann_path, image_dir)
+    with pytest.raises(ValueError, match=re.escape(str(path))):
+        _clips(video)
+
+
+def test_image_modes_become_rgb(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    gray = rng.integers(0, 256, (H, W), dtype=np.uint8)
+    rgba = rng.integers(0, 256, (H, W, 4), dtype=np.uint8)
+    cmy = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    Image.fromarray(gray).save(tmp_path / "gray.png")
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    cmyk = np.concatenate([cmy, np.zeros((H, W, 1), np.uint8)], axis=-1)
+    Image.fromarray(cmyk, mode="CMYK").save(tmp_path / "cmyk.tif")
+    Image.fromarray(cmyk, mode="CMYK").save(tmp_path / "cmyk.jpg")
+    expected = {
+        "gray.png": np.repeat(gray[..., None], 3, axis=-1),
+        "rgba.png": rgba[..., :3],
+        "cmyk.tif": 255 - cmy,  # with K = 0, RGB = 255 - CMY
+    }
+    for name, rgb in expected.items():
+        out = coco.read_rgb(tmp_path / name, (H, W))
+        assert out.dtype == np.uint8 and out.shape == (H, W, 3), name
+        np.testing.assert_array_equal(out, rgb)
+    assert coco.read_rgb(tmp_path / "cmyk.jpg", (H, W)).shape == (H, W, 3)
+
+
+def test_exif_orientation_is_not_applied(tmp_path: Path) -> None:
+    pixels = np.zeros((H, W, 3), np.uint8)
+    pixels[:5, :5] = 255  # a marker in the stored top-left corner
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    Image.fromarray(pixels).save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    out = coco.read_rgb(tmp_path / "rotated.jpg", (H, W))
+    assert out.shape == (H, W, 3)
+    assert out[:5, :5].mean() > 200 and out[-5:, -5:].mean() < 50

@@ -1,0 +1,281 @@
+"""Shards: tar round trips, byte-identical output, atomic writes, parallel building, reading."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import multiprocessing
+import tarfile
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from sam2_video.data import coco, shards
+from sam2_video.data.clips import Clip
+
+
+def _clip(name: str, shape: tuple[int, int, int, int], seed: int) -> Clip:
+    t, o, h, w = shape
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 256, (t, h, w, 3), dtype=np.uint8)
+    masks = rng.random((t, o, h, w)) > 0.6
+    return Clip(name, frames, masks, tuple(int(i) for i in rng.choice(1000, o, replace=False)))
+
+
+SHAPES = [(2, 1, 9, 13), (3, 2, 8, 8), (1, 3, 5, 17), (2, 0, 4, 4), (4, 2, 6, 7)]
+
+
+def _clips() -> list[Clip]:
+    return [_clip(f"clip_{k}é", shape, k) for k, shape in enumerate(SHAPES)]
+
+
+def _assert_same_clip(got: Clip, want: Clip) -> None:
+    assert got.name == want.name and got.object_ids == want.object_ids
+    assert got.frames.dtype == np.uint8 and got.masks.dtype == np.bool_
+    np.testing.assert_array_equal(got.frames, want.frames)
+    np.testing.assert_array_equal(got.masks, want.masks)
+
+
+def _write_split(out_dir: Path, clips: list[Clip], per_shard: int = 2) -> dict:
+    records = shards.write_shards(clips, out_dir, per_shard)
+    return shards.write_manifest(out_dir, records, {"clip_length": 2}, {"short": 1})
+
+
+def _file_digests(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+# ---------------------------------------------------------------------------- format
+
+
+def test_round_trip_through_reader(tmp_path: Path) -> None:
+    clips = _clips()
+    manifest = _write_split(tmp_path / "split", clips)
+    assert [r["num_clips"] for r in manifest["shards"]] == [2, 2, 1]
+    assert manifest["num_clips"] == 5 and manifest["skips"] == {"short": 1}
+    reader = shards.ShardReader(tmp_path / "split")
+    assert len(reader) == 5 and reader.names == [c.name for c in clips]
+    for k, clip in enumerate(clips):
+        _assert_same_clip(reader[k], clip)
+    _assert_same_clip(reader[-1], clips[-1])
+    with pytest.raises(IndexError):
+        reader[5]
+    reader.close()
+
+
+def test_tar_layout_read_independently(tmp_path: Path) -> None:
+    clips = _clips()[:2]
+    (record,) = shards.write_shards(clips, tmp_path, clips_per_shard=5)
+    path = tmp_path / "shard-00000.tar"
+    assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert record["bytes"] == path.stat().st_size and record["clips"] == [c.name for c in clips]
+    with tarfile.open(path) as tar:
+        members = tar.getmembers()
+        assert [m.name for m in members] == [
+            f"{c.name}/{f}" for c in clips for f in ("frames.npy", "masks.npy", "meta.json")
+        ]
+        assert {(m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode) for m in members} == {
+            (0, 0, 0, "", "", 0o644)
+        }
+        for k, clip in enumerate(clips):
+            frames, masks, meta = (tar.extractfile(m).read() for m in members[3 * k : 3 * k + 3])
+            np.testing.assert_array_equal(np.load(io.BytesIO(frames)), clip.frames)
+            packed = np.load(io.BytesIO(masks))
+            assert packed.shape[-1] == -(-clip.masks.shape[-1] // 8)  # 8 pixels per byte
+            unpacked = np.unpackbits(packed, axis=-1)[..., : clip.masks.shape[-1]]
+            np.testing.assert_array_equal(unpacked.astype(bool), clip.masks)
+            info = json.loads(meta)
+            assert info == {"name": clip.name, "object_ids": list(clip.object_ids),
+                            "shape": list(clip.masks.shape)}  # fmt: skip
+
+
+def test_identical_inputs_give_identical_bytes(tmp_path: Path) -> None:
+    _write_split(tmp_path / "a", _clips())
+    _write_split(tmp_path / "b", _clips())
+    assert _file_digests(tmp_path / "a") == _file_digests(tmp_path / "b")
+    changed = _clips()
+    changed[3] = _clip(changed[3].name, SHAPES[3], seed=99)
+    _write_split(tmp_path / "c", changed)
+    assert _file_digests(tmp_path / "a") != _file_digests(tmp_path / "c")
+
+
+def test_duplicate_clip_names_rejected(tmp_path: Path) -> None:
+    clips = [_clip("same", SHAPES[0], 0), _clip("same", SHAPES[1], 1)]
+    with pytest.raises(ValueError, match="'same' occurs twice"):
+        shards.write_shards(clips, tmp_path, 4)
+
+
+# ---------------------------------------------------------------------------- atomic writes
+
+
+def _clips_then_crash(clips: list[Clip], after: int) -> Iterator[Clip]:
+    yield from clips[:after]
+    raise RuntimeError("killed mid-write")
+
+
+def test_crash_mid_write_leaves_nothing_that_looks_complete(tmp_path: Path) -> None:
+    _write_split(tmp_path / "clean", _clips())
+    out = tmp_path / "split"
+    with pytest.raises(RuntimeError, match="killed"):
+        shards.write_shards(_clips_then_crash(_clips(), after=3), out, clips_per_shard=2)
+    # shard 0 was finished (and equals a clean run's); shard 1 was cut: no file, no manifest
+    assert sorted(p.name for p in out.iterdir()) == ["shard-00000.tar"]
+    assert (
+        _file_digests(out)["shard-00000.tar"]
+        == _file_digests(tmp_path / "clean")["shard-00000.tar"]
+    )
+    with pytest.raises(FileNotFoundError, match="run the shard stage"):
+        shards.ShardReader(out)
+
+
+def test_rewrite_marks_the_directory_incomplete_first(tmp_path: Path) -> None:
+    out = tmp_path / "split"
+    _write_split(out, _clips())
+    shards.ShardReader(out)
+    with pytest.raises(RuntimeError, match="killed"):
+        shards.write_shards(_clips_then_crash(_clips(), after=1), out, clips_per_shard=2)
+    assert not (out / shards.MANIFEST).exists()
+    with pytest.raises(FileNotFoundError, match="run the shard stage"):
+        shards.ShardReader(out)
+    _write_split(out, _clips()[:2])  # a smaller rewrite drops the old, now stale shards
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "shard-00000.tar"]
+    assert len(shards.ShardReader(out)) == 2
+
+
+def test_reader_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="run the shard stage"):
+        shards.ShardReader(tmp_path / "nothing")
+    _write_split(tmp_path / "split", _clips())
+    shard = tmp_path / "split" / "shard-00001.tar"
+    shard.write_bytes(shard.read_bytes()[:-1024])
+    with pytest.raises(ValueError, match="shard-00001.tar: does not match manifest.json"):
+        shards.ShardReader(tmp_path / "split")
+
+
+# ---------------------------------------------------------------------------- parallel build
+
+
+def _box_rle(box: tuple[slice, slice]) -> dict:
+    mask = np.zeros((20, 30), np.uint8, order="F")
+    mask[box] = 1
+    return {"size": [20, 30], "counts": mask_utils.encode(mask)["counts"].decode()}
+
+
+def _write_coco(root: Path, num_videos: int, missing_frame: int | None = None) -> Path:
+    """Videos of 3 frames (20x30 PNG), 3 tracks on every frame; returns the JSON path."""
+    rng = np.random.default_rng(5)
+    images, annotations = [], []
+    for v in range(num_videos):
+        for t in range(3):
+            image_id = 10 * v + t
+            path = root / "images" / f"{v}_{t}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if image_id != missing_frame:
+                Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(path)
+            images.append({"id": image_id, "file_name": path.name, "height": 20, "width": 30,
+                           "video_id": v, "order_in_video": t})  # fmt: skip
+            for track in range(3):
+                box = (
+                    slice(2 + 5 * track, 6 + 5 * track),
+                    slice(3 + t + 7 * track, 9 + t + 7 * track),
+                )
+                segmentation = _box_rle(box)
+                annotations.append({"id": len(annotations) + 1, "image_id": image_id,
+                                    "category_id": 1, "track_id": 100 * v + track,
+                                    "segmentation": segmentation})  # fmt: skip
+    data = {"images": images, "annotations": annotations, "categories": [{"id": 1}]}
+    (root / "ann.json").write_text(json.dumps(data))
+    return root / "ann.json"
+
+
+CLIP_PARAMS = {"clip_length": 2, "stride": 1, "max_objects": 1, "min_area": 1,
+               "image_size_max_side": 24}  # fmt: skip
+
+
+def _build(root: Path, out: Path, workers: int, seed: int = 0, videos: int = 5) -> dict:
+    ann_path = _write_coco(root, videos) if not (root / "ann.json").exists() else root / "ann.json"
+    sources = coco.load_coco_videos(ann_path, root / "images")
+    clip_fn = functools.partial(coco.video_clips, **CLIP_PARAMS)
+    return shards.build_split(sources, clip_fn, out, seed=seed, workers=workers,
+                              clips_per_shard=3, params=CLIP_PARAMS)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_build_split_is_identical_for_any_worker_count(tmp_path: Path) -> None:
+    manifest = _build(tmp_path, tmp_path / "w1", workers=1)
+    _build(tmp_path, tmp_path / "w2", workers=2)
+    assert manifest["num_clips"] == 10 and manifest["num_shards"] == 4
+    assert manifest["params"] == CLIP_PARAMS | {"seed": 0, "clips_per_shard": 3}
+    assert _file_digests(tmp_path / "w1") == _file_digests(tmp_path / "w2")
+    reader = shards.ShardReader(tmp_path / "w2")
+    assert all(reader[k].num_objects == 1 for k in range(len(reader)))
+    # the seed reaches object choice: another seed picks other tracks somewhere
+    _build(tmp_path, tmp_path / "seed1", workers=1, seed=1)
+    assert _file_digests(tmp_path / "w1") != _file_digests(tmp_path / "seed1")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_failed_build_keeps_the_previous_split(tmp_path: Path, workers: int) -> None:
+    out = tmp_path / "split"
+    _build(tmp_path / "good", out, workers=1)
+    before = _file_digests(out)
+    bad_root = tmp_path / "bad"
+    _write_coco(bad_root, 5, missing_frame=31)  # video 3, frame 1
+    with pytest.raises(ValueError, match="3_1.png: image file not found"):
+        _build(bad_root, out, workers=workers)
+    assert _file_digests(out) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_skips_are_counted_in_the_manifest(tmp_path: Path) -> None:
+    ann_path = _write_coco(tmp_path, 2)
+    videos = coco.load_coco_videos(ann_path, tmp_path / "images")
+    params = CLIP_PARAMS | {"clip_length": 4}  # longer than the 3-frame videos
+    clip_fn = functools.partial(coco.video_clips, **params)
+    manifest = shards.build_split(videos, clip_fn, tmp_path / "out", seed=0, workers=1,
+                                  clips_per_shard=3, params=params)  # fmt: skip
+    assert manifest["num_clips"] == 0 and manifest["skips"] == {coco.SKIP_SHORT_VIDEO: 2}
+    assert len(shards.ShardReader(tmp_path / "out")) == 0
+
+
+# ---------------------------------------------------------------------------- worker processes
+
+
+def _clip_digest(reader: shards.ShardReader, index: int) -> str:
+    clip = reader[index]
+    return hashlib.sha256(clip.frames.tobytes() + np.packbits(clip.masks).tobytes()).hexdigest()
+
+
+def _check_in_child(reader: shards.ShardReader, expected: list[str]) -> None:
+    assert [_clip_digest(reader, k) for k in range(len(reader))] == expected
+
+
+@pytest.mark.slow
+def test_reader_works_in_forked_and_spawned_workers(tmp_path: Path) -> None:
+    _write_split(tmp_path / "split", _clips())
+    reader = shards.ShardReader(tmp_path / "split")
+    expected = [_clip_digest(reader, k) for k in range(len(reader))]  # parent opens handles
+    child = multiprocessing.get_context("fork").Process(
+        target=_check_in_child, args=(reader, expected)
+    )
+    child.start()
+    child.join()
+    assert child.exitcode == 0
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(2, mp_context=spawn) as pool:
+        got = list(pool.map(functools.partial(_clip_digest, reader), range(len(reader))))
+    assert got == expected
+    assert [_clip_digest(reader, k) for k in range(len(reader))] == expected  # parent still reads
