@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 PROG = "sam2-video"
 USER_ERROR_EXIT = 2
 
@@ -71,11 +73,131 @@ def _run_score(args: argparse.Namespace) -> int:
 
 # ---- table -------------------------------------------------------------------------------
 
+
+def _add_params_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--file", type=Path, default=Path("params.yaml"),
+                        help="params file to validate (if present)")  # fmt: skip
+
+
+def _run_params(args: argparse.Namespace) -> int:
+    from sam2_video import params
+
+    values = {}
+    if args.file.is_file():
+        loaded = params.load_params(args.file)  # raises, naming the key, if invalid
+        values = _flatten(params.to_dict(loaded))
+        print(f"{args.file}: valid\n")
+    rows = params.describe()
+    width = max(len(key) for key, *_ in rows)
+    for key, type_name, default, meaning in rows:
+        current = f"  = {values[key]!r}" if key in values else ""
+        print(f"{key:<{width}}  {type_name:<16} default {default}{current}\n"
+              f"{'':<{width}}  {meaning}")  # fmt: skip
+    return 0
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def _add_export_davis_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("shard_dir", type=Path, help="a shard split, e.g. data/shards/val")
+    parser.add_argument(
+        "out_dir", type=Path, help="DAVIS root to write (JPEGImages/, Annotations/)"
+    )
+
+
+def _run_export_davis(args: argparse.Namespace) -> int:
+    from sam2_video.data.davis import write_davis_clip
+    from sam2_video.data.shards import ShardReader
+
+    with ShardReader(args.shard_dir) as reader:
+        for i in range(len(reader)):
+            clip = reader[i]
+            write_davis_clip(args.out_dir, clip.name, clip.frames, clip.masks, clip.object_ids)
+        print(f"wrote {len(reader)} clips to {args.out_dir}")
+    return 0
+
+
+def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        required=True,
+        help="folder with sam2_finetuned.pt and sam2_model.yaml (data/model)",
+    )
+    parser.add_argument("frames_dir", type=Path, help="folder of JPEG frames, in name order")
+    parser.add_argument(
+        "--first-mask",
+        type=Path,
+        required=True,
+        help="palette PNG of the first frame (object id = palette index)",
+    )
+    parser.add_argument("--prompt", choices=("mask", "points", "box"), default="mask")
+    parser.add_argument("out_dir", type=Path, help="output: DAVIS PNG masks and a GIF")
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from sam2_video.data.davis import (
+        masks_to_index_map,
+        read_davis_frames,
+        read_palette_png,
+        write_palette_png,
+    )  # fmt: skip
+    from sam2_video.evaluate.predict import predict_masks
+    from sam2_video.evaluate.run import load_model
+    from sam2_video.files import atomic_path
+    from sam2_video.render import comparison_frames, write_gif
+
+    frames = read_davis_frames(args.frames_dir)  # (T, H, W, 3)
+    first = read_palette_png(args.first_mask)
+    if first.shape != frames.shape[1:3]:
+        raise ValueError(f"{args.first_mask}: size {first.shape} differs from the frames' "
+                         f"{frames.shape[1:3]}")  # fmt: skip
+    ids = [int(i) for i in np.unique(first) if i not in (0, 255)]
+    if not ids:
+        raise ValueError(f"{args.first_mask}: no object (all pixels are background)")
+    model, image_size = load_model(args.model_dir / "sam2_model.yaml",
+                                   args.model_dir / "sam2_finetuned.pt")  # fmt: skip
+    masks = predict_masks(model, frames, np.stack([first == i for i in ids]), args.prompt,
+                          image_size)  # fmt: skip
+    with atomic_path(args.out_dir) as tmp:
+        tmp.mkdir()
+        for t in range(len(frames)):
+            # object k of the prediction keeps its palette index ids[k] from the first mask
+            index_map = np.array([0, *ids], np.uint8)[masks_to_index_map(masks[t])]
+            write_palette_png(tmp / f"{t:05d}.png", index_map)
+        write_gif(comparison_frames(frames, [masks], 1, ("prediction",)), tmp / "prediction.gif", 8)
+    print(f"wrote {len(frames)} masks of {len(ids)} objects and prediction.gif to {args.out_dir}")
+    return 0
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
     "score": Subcommand(
         help="J / F / J&F / Dice of DAVIS-format predictions against DAVIS-format ground truth",
         add_arguments=_add_score_arguments,
         run=_run_score,
+    ),
+    "params": Subcommand(
+        help="print every parameter with type, default and meaning; validate params.yaml",
+        add_arguments=_add_params_arguments,
+        run=_run_params,
+    ),
+    "export-davis": Subcommand(
+        help="write the clips of a shard split as DAVIS folders (JPEG frames, palette PNGs)",
+        add_arguments=_add_export_davis_arguments,
+        run=_run_export_davis,
+    ),
+    "predict": Subcommand(
+        help="track the objects of a first-frame mask through a folder of frames",
+        add_arguments=_add_predict_arguments,
+        run=_run_predict,
     ),
 }
 

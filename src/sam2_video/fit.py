@@ -78,8 +78,8 @@ def lr_factor(step: int, settings: FitSettings) -> float:
 
 def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
     """Prompt randomness of one step: a function of (seed, step, rank), so resumes match."""
-    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step, rank]).entropy
-                                             % (2**63)))  # fmt: skip
+    state = np.random.SeedSequence([seed, step, rank]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

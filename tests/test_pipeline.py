@@ -1,0 +1,104 @@
+"""End to end: the real pipeline, in a real temporary git repo, with real DVC.
+
+A reduced params file keeps it to a minute or so on 2 cores: `dvc repro`, a second
+`dvc repro` that does nothing, `dvc exp run -S lr=...` re-running only train/evaluate/render,
+and `-S lrr=...` failing with the key named.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = {
+    "fetch": {"synthetic": {"train_videos": 3, "val_videos": 2, "num_frames": 6}},
+    "shard": {"clip_length": 4, "stride": 2, "workers": 1},
+    "train": {"steps": 3, "batch_size": 2, "val_every": 2, "val_clips": 1,
+              "checkpoint_every": 2, "warmup_steps": 1},
+    "evaluate": {"max_clips": 2, "prompts": ["mask", "box"]},
+    "render": {"num_clips": 1},
+}  # fmt: skip
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    for key, value in extra.items():
+        base[key] = _merge(base[key], value) if isinstance(value, dict) else value
+    return base
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["PYTHONPATH"] = str(cwd / "src")  # the copy's code, not the checkout's
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    for rel in listed:
+        if (REPO / rel).is_file():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, root / rel)
+    params = _merge(yaml.safe_load((root / "params.yaml").read_text()), SMALL)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q", "-b", "main"], root)
+    run(["git", "config", "user.email", "test@example.invalid"], root)
+    run(["git", "config", "user.name", "Pipeline Test"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "pipeline under test"], root)
+    run(["dvc", "repro"], root)
+    return root
+
+
+@pytest.mark.slow
+def test_repro_produces_every_declared_output(project):
+    metrics = json.loads((project / "metrics" / "eval.json").read_text())
+    for key in ("jf", "jf_base", "jf_gain", "j", "f", "dice", "jf_mask", "jf_base_box"):
+        assert key in metrics and -1 <= metrics[key] <= 1
+    assert (project / "data" / "model" / "sam2_finetuned.pt").is_file()
+    assert (project / "data" / "model" / "sam2_model.yaml").is_file()
+    assert list((project / "plots" / "gifs").glob("*.gif"))
+    assert (project / "dvclive" / "train" / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_second_repro_does_nothing_and_dvc_yaml_is_untouched(project):
+    before = (project / "dvc.yaml").read_text()
+    out = run(["dvc", "repro"], project)
+    assert "didn't change, skipping" in out.stdout and "Running stage" not in out.stdout
+    assert (project / "dvc.yaml").read_text() == before
+    status = run(["dvc", "status"], project)
+    assert "up to date" in status.stdout
+
+
+@pytest.mark.slow
+def test_exp_run_with_lr_reruns_only_train_evaluate_render(project):
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "baseline run"], project)
+    out = run(["dvc", "exp", "run", "-S", "lr=1e-4"], project)
+    ran = {line.split("'")[1] for line in out.stdout.splitlines() if "Running stage" in line}
+    assert ran == {"train", "evaluate", "render"}
+    show = run(["dvc", "exp", "show", "--csv"], project).stdout
+    header = show.splitlines()[0].split(",")
+    assert {"lr", "jf", "jf_base", "jf_gain"} <= set(header)
+
+
+@pytest.mark.slow
+def test_exp_run_with_unknown_param_fails_naming_it(project):
+    out = run(["dvc", "exp", "run", "-S", "lrr=1e-4"], project, check=False)
+    assert out.returncode != 0
+    assert "lrr" in out.stdout + out.stderr
