@@ -63,25 +63,28 @@ def main() -> None:
     torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
 
     base = RAW / "base_checkpoint.pt"
-    cfg, model = fit.build_for_training(p.train.model, p.train.image_size, base,
-                                        p.train.trainable_modules)  # fmt: skip
+    cfg = build.load_model_config(p.train.model, p.train.image_size)
+    model = build.build_model(cfg)
+    build.load_checkpoint(model, base)
+    build.set_trainable(model, p.train.trainable_modules)
     if rank == 0:
         for name, (total, trainable) in build.parameter_summary(model).items():
             print(f"params {name:24s} total {total:>10,d} trainable {trainable:>10,d}")
     train_reader, val_reader = ShardReader(SHARDS / "train"), ShardReader(SHARDS / "val")
-    input_hash = sha256_file(base) + sha256_file(SHARDS / "train" / "manifest.json")
+    settings = settings_from(p)
+    inputs = sha256_file(base) + sha256_file(SHARDS / "train" / "manifest.json")
+    fingerprint = settings.fingerprint(f"{inputs}|world={world}|{p.train.trainable_modules}")
     live = Live(str(LIVE_DIR), dvcyaml=False, save_dvc_exp=False) if rank == 0 else None
     summary = {"steps": 0}
     if p.train.steps > 0:
-        summary = fit.fit(model, train_reader, val_reader, settings_from(p),
-                          fit.RunPaths(CHECKPOINTS / "resume.pt"), live, device,
-                          input_hash)  # fmt: skip
+        summary = fit.fit(model, train_reader, val_reader, settings, CHECKPOINTS / "resume.pt",
+                          live, device, fingerprint)  # fmt: skip
     if rank == 0:
         MODEL.mkdir(parents=True, exist_ok=True)
         build.save_checkpoint(model, MODEL / "sam2_finetuned.pt")
         build.save_model_config(cfg, MODEL / "sam2_model.yaml")
         write_json_atomic(MODEL / "train_summary.json", summary)
-        live.summary.update({k: v for k, v in summary.items() if k != "val_history"})
+        live.summary.update(summary)
         live.make_summary()
         live.end()
         print(f"train: done {summary}")

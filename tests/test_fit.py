@@ -36,3 +36,74 @@ def test_fingerprint_changes_with_any_setting():
     assert settings().fingerprint() == settings().fingerprint()
     assert settings().fingerprint() != settings(lr=2e-3).fingerprint()
     assert settings().fingerprint("a") != settings().fingerprint("b")
+
+
+# -- real training runs ---------------------------------------------------------------------
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+WORKER = Path(__file__).with_name("fit_worker.py")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _run_worker(args: list[str], nproc: int) -> None:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(WORKER), *args]
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+               "--master_port", str(_free_port()), str(WORKER), *args]  # fmt: skip
+    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_two_process_gloo_ddp_equals_one_process_on_the_same_global_batch(tmp_path):
+    _run_worker([str(tmp_path / "one.pt"), "3", "2", str(tmp_path / "c1.pt")], nproc=1)
+    _run_worker([str(tmp_path / "two.pt"), "3", "1", str(tmp_path / "c2.pt")], nproc=2)
+    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    start = fit.trainable_state(__import__("fit_worker").tiny_model())
+    moved = max((one[k] - start[k]).abs().max().item() for k in one)
+    assert moved > 1e-4  # the weights did train
+    for k in one:
+        torch.testing.assert_close(one[k], two[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
+    import fit_worker
+
+    class FailingAfter(list):
+        """Clips that raise once `limit` items were read: a crash in the middle of training."""
+
+        def __init__(self, clips, limit):
+            super().__init__(clips)
+            self.left = limit
+
+        def __getitem__(self, i):
+            self.left -= 1
+            if self.left < 0:
+                raise RuntimeError("simulated kill")
+            return super().__getitem__(i)
+
+    s = fit_worker.settings(steps=4, batch=2)
+    clips = fit_worker.make_clips(4)
+    ref = fit_worker.tiny_model()
+    fit.fit(ref, clips, clips[:1], s, tmp_path / "ref.pt", None, torch.device("cpu"), "x")
+    model = fit_worker.tiny_model()
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        fit.fit(model, FailingAfter(clips, 5), clips[:1], s, tmp_path / "r.pt", None,
+                torch.device("cpu"), "x")  # fmt: skip
+    assert torch.load(tmp_path / "r.pt", weights_only=True)["run"]["step"] == 2
+    resumed = fit_worker.tiny_model()
+    fit.fit(resumed, clips, clips[:1], s, tmp_path / "r.pt", None, torch.device("cpu"), "x")
+    for k, v in fit.trainable_state(ref).items():
+        assert torch.equal(v, fit.trainable_state(resumed)[k]), k

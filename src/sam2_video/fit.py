@@ -1,16 +1,20 @@
 """The train loop, top to bottom: fine-tune SAM2's memory modules on clip shards.
 
 Reads like nanoGPT's train.py: settings in one frozen dataclass, then model, optimizer,
-schedule, resume, and the loop (forward over clips -> loss -> backward -> clip -> step),
-with validation, checkpoints and DVCLive logging at intervals. Works on CPU or GPU, in one
-process or under torchrun (DDP; gloo on CPU, nccl on GPU).
+resume, and the loop (forward over clips -> loss -> backward -> clip -> step) with
+validation, checkpoints and curves at intervals. Runs on CPU or GPU, in one process or
+under torchrun (DDP: gloo on CPU, nccl on GPU).
+
+Resuming is exact: a step's batch and prompts are functions of (seed, step, rank), the
+checkpoint holds weights, optimizer, best-so-far and the logged curves, so a killed run
+that resumes ends where an uninterrupted one would, with the same DVCLive history.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +27,7 @@ from sam2_video.data.loader import Batch, StepBatches
 from sam2_video.evaluate import metrics
 from sam2_video.evaluate.predict import predict_clip
 from sam2_video.files import atomic_path, sha256_bytes
-from sam2_video.model import build, losses, rollout
+from sam2_video.model import losses, rollout
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,18 @@ class FitSettings:
         return sha256_bytes((repr(asdict(self)) + extra).encode())[:16]
 
 
+@dataclass
+class RunState:
+    """Everything a resumed run needs besides the weights and the optimizer."""
+
+    step: int = 0
+    best_jf: float = -1.0
+    best_step: int = 0
+    best_weights: dict[str, torch.Tensor] | None = None
+    stalled: int = 0  # validations since the last improvement
+    history: list[dict[str, float]] = field(default_factory=list)  # logged curves, per step
+
+
 class ClipForward(torch.nn.Module):
     """Wraps SAM2 so that DDP sees one forward: the video rollout plus its loss."""
 
@@ -59,11 +75,20 @@ class ClipForward(torch.nn.Module):
         super().__init__()
         self.sam, self.settings = sam, settings
 
-    def forward(self, batch: Batch, plan: rollout.Plan, gen: torch.Generator):
+    def forward(self, batch: Batch, plan: rollout.Plan, gen: torch.Generator, num_objects: float):
         s = self.settings
         frames = rollout.track(self.sam, batch.images, batch.gt, batch.obj_to_clip, plan,
                                s.prompts, gen)  # fmt: skip
-        return losses.clip_losses(frames, batch.gt, s.loss_weights)
+        return losses.clip_losses(frames, batch.gt, s.loss_weights, num_objects)
+
+
+def mean_objects_over_ranks(count: int, world: int, device) -> float:
+    """SAM2's loss normaliser: the batch's object count averaged over DDP ranks."""
+    if world == 1:
+        return float(count)
+    total = torch.tensor([float(count)], device=device)
+    dist.all_reduce(total)
+    return float(total) / world
 
 
 def lr_factor(step: int, settings: FitSettings) -> float:
@@ -77,9 +102,13 @@ def lr_factor(step: int, settings: FitSettings) -> float:
 
 
 def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
-    """Prompt randomness of one step: a function of (seed, step, rank), so resumes match."""
+    """Prompt randomness of one micro-step: a function of (seed, step, rank)."""
+    return torch.Generator().manual_seed(step_seed(seed, step, rank))
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
     state = np.random.SeedSequence([seed, step, rank]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    return int(state[0]) << 32 | int(state[1])
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -97,35 +126,60 @@ def validate(model, val_reader, settings: FitSettings, device) -> float:
     return metrics.summarize(per_clip)["jf"]
 
 
-@dataclass(frozen=True)
-class RunPaths:
-    checkpoint: Path  # resumable state (persisted between interrupted runs)
-
-
-def _save_resume_state(path, step, model, opt, best, fingerprint, val_history) -> None:
-    state = {"step": step, "trainable": trainable_state(model), "optimizer": opt.state_dict(),
-             "best": best, "fingerprint": fingerprint, "val_history": val_history}  # fmt: skip
+def save_resume_state(path: Path, model, opt, run: RunState, fingerprint: str) -> None:
+    state = {"fingerprint": fingerprint, "trainable": trainable_state(model),
+             "optimizer": opt.state_dict(), "run": asdict(run)}  # fmt: skip
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
-def _load_resume_state(path: Path, fingerprint: str) -> dict[str, Any] | None:
+def load_resume_state(path: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The saved state if it belongs to this very run (same fingerprint), else None."""
     if not path.is_file():
         return None
     state = torch.load(path, map_location="cpu", weights_only=True)
     return state if state.get("fingerprint") == fingerprint else None
 
 
-def fit(model, train_reader, val_reader, settings: FitSettings, paths: RunPaths, live,
-        device: torch.device, input_hash: str = "") -> dict[str, Any]:  # fmt: skip
+def log_step(live, record: dict[str, float]) -> None:
+    """Write one step's metrics to DVCLive at DVCLive step == training step."""
+    if live is None:
+        return
+    live.step = int(record["step"])
+    for key, value in record.items():
+        if key != "step":
+            live.log_metric(key, value)
+
+
+def _broadcast(value: float, world: int) -> float:
+    """Rank 0's value on every rank (so all ranks take the same decisions)."""
+    if world == 1:
+        return value
+    shared = torch.tensor([value], dtype=torch.float64)
+    dist.broadcast(shared, src=0)
+    return float(shared)
+
+
+def _validate_and_track_best(model, val_reader, s, device, run: RunState, rank, world):
+    jf = _broadcast(validate(model, val_reader, s, device) if rank == 0 else 0.0, world)
+    if jf > run.best_jf:
+        run.best_jf, run.best_step, run.stalled = jf, run.step, 0
+        run.best_weights = trainable_state(model)
+    else:
+        run.stalled += 1
+    return jf
+
+
+def fit(model, train_reader, val_reader, settings: FitSettings, checkpoint: Path, live,
+        device: torch.device, fingerprint: str) -> dict[str, Any]:  # fmt: skip
     """Train `model`'s trainable parameters in place; returns a summary.
 
-    On return the model holds the best validated weights (or the last ones if
-    validation never ran). `live` is a dvclive.Live (or None) for curves.
+    On return the model holds the best validated weights. `live` is a dvclive.Live on
+    rank 0 (None elsewhere). `checkpoint` is resumed from if its fingerprint matches.
     """
+    s = settings
     rank = dist.get_rank() if dist.is_initialized() else 0
     world = dist.get_world_size() if dist.is_initialized() else 1
-    s = settings
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
@@ -133,96 +187,76 @@ def fit(model, train_reader, val_reader, settings: FitSettings, paths: RunPaths,
     if world > 1:
         forward = torch.nn.parallel.DistributedDataParallel(forward, find_unused_parameters=True)
 
-    # -- resume ------------------------------------------------------------------------
-    fingerprint = s.fingerprint(f"{input_hash}|world={world}")
-    resume = _load_resume_state(paths.checkpoint, fingerprint)
-    start, best, val_history = 0, {"jf": -1.0, "step": 0, "state": None}, []
-    if resume is not None:
-        model.load_state_dict(resume["trainable"], strict=False)
-        opt.load_state_dict(resume["optimizer"])
-        start, best, val_history = resume["step"], resume["best"], resume["val_history"]
-        print(f"resuming from step {start} ({paths.checkpoint})")
+    run = RunState()
+    saved = load_resume_state(checkpoint, fingerprint)
+    if saved is not None:
+        model.load_state_dict(saved["trainable"], strict=False)
+        opt.load_state_dict(saved["optimizer"])
+        run = RunState(**saved["run"])
+        print(f"train: resuming from step {run.step} ({checkpoint})")
+    for record in run.history:  # replay curves of the interrupted run
+        log_step(live, record)
 
-    # -- data: item k of the dataset is micro-batch k --------------------------------
+    # item k of the dataset is micro-batch k; a resumed run starts where the last stopped
     batches = StepBatches(train_reader, s.batch_size, s.image_size, s.seed, rank, world,
                           steps=s.steps * s.grad_accum)  # fmt: skip
-    micro_steps = range(start * s.grad_accum, s.steps * s.grad_accum)
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(batches, list(micro_steps)), batch_size=None,
-        num_workers=s.num_workers, persistent_workers=False,
-    )  # fmt: skip
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=s.amp and device.type == "cuda")
-
-    # -- the loop ---------------------------------------------------------------------
-    bar = tqdm(total=s.steps, initial=start, desc="train", disable=rank != 0, mininterval=5)
-    step, t0, stalled = start, time.time(), 0
-    parts_sum: dict[str, float] = {}
+    micro_steps = list(range(run.step * s.grad_accum, s.steps * s.grad_accum))
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(batches, micro_steps),
+                                         batch_size=None, num_workers=s.num_workers)  # fmt: skip
+    use_bf16 = s.amp and device.type == "cuda"
+    bar = tqdm(total=s.steps, initial=run.step, desc="train", disable=rank != 0, mininterval=5)
+    t0, sums = time.time(), {}
     for micro, batch in zip(micro_steps, loader, strict=True):
-        step, accum_index = divmod(micro, s.grad_accum)
         gen = step_generator(s.seed, micro, rank)
         plan = rollout.sample_plan(batch.images.shape[1], s.prompts, gen)
-        with autocast:
-            parts = forward(batch.to(device), plan, gen)
+        num_objects = mean_objects_over_ranks(batch.gt.shape[1], world, device)
+        # SAM2's dropout draws from torch's global generator: fork it and seed the fork
+        # per micro-step, so a resumed run draws the same masks and the caller's RNG is intact
+        with (
+            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16),
+        ):
+            torch.manual_seed(step_seed(s.seed + 1, micro, rank))
+            parts = forward(batch.to(device), plan, gen, num_objects)
         loss = parts["total"] / s.grad_accum
         if not torch.isfinite(loss):
             raise FloatingPointError(
-                f"train: loss is {float(loss)} at step {step}; last good checkpoint "
-                f"{paths.checkpoint} is untouched. Lower lr or check the data."
+                f"train: loss is {float(loss)} at step {run.step}; the last good checkpoint "
+                f"{checkpoint} is untouched. Lower lr or check the data."
             )
         loss.backward()
         for k, v in parts.items():
-            parts_sum[k] = parts_sum.get(k, 0.0) + float(v.detach()) / s.grad_accum
-        if accum_index < s.grad_accum - 1:
+            sums[k] = sums.get(k, 0.0) + float(v.detach()) / s.grad_accum
+        if (micro + 1) % s.grad_accum:
             continue
 
-        lr = s.lr * lr_factor(step, s)
+        lr = s.lr * lr_factor(run.step, s)
         for group in opt.param_groups:
             group["lr"] = lr
         if s.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        step += 1
+        run.step += 1
         bar.update(1)
 
-        if rank == 0 and live is not None:
-            for k, v in parts_sum.items():
-                live.log_metric(f"train/loss_{k}" if k != "total" else "train/loss", v)
-            live.log_metric("train/lr", lr)
-        parts_sum = {}
-        if step % s.val_every == 0 or step == s.steps:
-            jf = validate(model, val_reader, s, device) if rank == 0 else 0.0
-            if world > 1:  # every rank must take the same early-stopping decision
-                shared = torch.tensor([jf], dtype=torch.float64)
-                dist.broadcast(shared, src=0)
-                jf = float(shared)
-            val_history.append([step, jf])
-            if rank == 0 and live is not None:
-                live.log_metric("val/jf", jf)
-            if jf > best["jf"]:
-                best, stalled = {"jf": jf, "step": step, "state": trainable_state(model)}, 0
-            else:
-                stalled += 1
-        if rank == 0 and live is not None:
-            live.next_step()
-        if rank == 0 and (step % s.checkpoint_every == 0 or step == s.steps):
-            _save_resume_state(paths.checkpoint, step, model, opt, best, fingerprint, val_history)
-        if s.early_stop_patience and stalled >= s.early_stop_patience:
-            print(f"early stop at step {step}: no J&F gain in {stalled} validations")
+        record = {"step": run.step, "train/lr": lr}
+        record.update({f"train/loss_{k}" if k != "total" else "train/loss": v
+                       for k, v in sums.items()})  # fmt: skip
+        sums = {}
+        if run.step % s.val_every == 0 or run.step == s.steps:
+            record["val/jf"] = _validate_and_track_best(model, val_reader, s, device, run,
+                                                        rank, world)  # fmt: skip
+        run.history.append(record)
+        log_step(live, record)
+        if rank == 0 and (run.step % s.checkpoint_every == 0 or run.step == s.steps):
+            save_resume_state(checkpoint, model, opt, run, fingerprint)
+        if s.early_stop_patience and run.stalled >= s.early_stop_patience:
+            print(f"train: early stop at step {run.step}: no J&F gain in {run.stalled} checks")
             break
     bar.close()
 
-    if best["state"] is not None:
-        model.load_state_dict(best["state"], strict=False)
-    elapsed = time.time() - t0
-    return {"steps": step, "best_step": best["step"], "best_val_jf": best["jf"],
-            "seconds": round(elapsed, 1), "val_history": val_history}  # fmt: skip
-
-
-def build_for_training(model_name: str, image_size: int, checkpoint: Path,
-                       trainable: tuple[str, ...]):  # fmt: skip
-    cfg = build.load_model_config(model_name, image_size)
-    model = build.build_model(cfg)
-    build.load_checkpoint(model, checkpoint)
-    build.set_trainable(model, trainable)
-    return cfg, model
+    if run.best_weights is not None:
+        model.load_state_dict(run.best_weights, strict=False)
+    return {"steps": run.step, "best_step": run.best_step, "best_val_jf": round(run.best_jf, 4),
+            "seconds": round(time.time() - t0, 1)}  # fmt: skip

@@ -18,7 +18,7 @@ def overlay(frame: np.ndarray, masks: np.ndarray, alpha: float = 0.55) -> np.nda
 
     Colours follow object order, so an object has the same colour in every panel.
     """
-    palette = davis_palette().reshape(-1, 3).astype(np.float32)
+    palette = np.asarray(davis_palette(), np.float32).reshape(-1, 3)
     out = frame.astype(np.float32)
     for k in range(masks.shape[0]):
         colour = palette[k + 1]
@@ -44,7 +44,7 @@ def comparison_frames(
             tile = Image.fromarray(overlay(frames[f], masks[f])).resize(
                 (w * scale, h * scale), Image.NEAREST
             )
-            _label(tile, f"{title}  t={f}")
+            _label(tile, f"t={f} {title}")
             tiles.append(np.asarray(tile))
         out.append(Image.fromarray(np.concatenate(tiles, axis=1)))
     return out

@@ -106,12 +106,16 @@ def total_loss(parts: dict[str, torch.Tensor], w: LossWeights) -> torch.Tensor:
     )
 
 
-def clip_losses(frames: list, gt: torch.Tensor, w: LossWeights) -> dict[str, torch.Tensor]:
+def clip_losses(
+    frames: list, gt: torch.Tensor, w: LossWeights, num_objects: float | None = None
+) -> dict[str, torch.Tensor]:
     """Sum of step losses over all frames and steps, divided by the number of objects.
 
-    frames: rollout.FrameOutput per frame; gt (T, N, S, S) bool.
+    frames: rollout.FrameOutput per frame; gt (T, N, S, S) bool. Under DDP pass the mean
+    object count over ranks (as SAM2 does): averaged gradients then equal those of one
+    process holding the whole global batch.
     """
-    num_objects = max(gt.shape[1], 1)
+    num_objects = max(gt.shape[1] if num_objects is None else num_objects, 1.0)
     parts: dict[str, torch.Tensor] = {}
     for t, frame in enumerate(frames):
         for step in frame.steps:

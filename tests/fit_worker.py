@@ -1,0 +1,72 @@
+"""Train the tiny model for a few steps on in-memory clips; run directly or under torchrun.
+
+Used by test_fit.py to compare a 2-process gloo DDP run with a 1-process run on the same
+global batch. Usage: fit_worker.py OUT.pt STEPS PER_PROCESS_BATCH CHECKPOINT
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from sam2_video import fit
+from sam2_video.data.clips import Clip
+from sam2_video.model import build, losses, rollout
+
+
+def make_clips(n: int) -> list[Clip]:
+    rng = np.random.default_rng(0)
+    clips = []
+    for i in range(n):
+        frames = rng.integers(0, 255, size=(3, 64, 64, 3), dtype=np.uint8)
+        masks = np.zeros((3, 2, 64, 64), bool)
+        for t in range(3):
+            masks[t, 0, 10 + 2 * t : 30 + 2 * t, 8:28] = True
+            masks[t, 1, 36:56, 30 + 3 * t : 50 + 3 * t] = True
+        clips.append(Clip(f"c{i}", frames, masks, (1, 2)))
+    return clips
+
+
+def settings(steps: int, batch: int) -> fit.FitSettings:
+    return fit.FitSettings(
+        steps=steps, lr=1e-3, batch_size=batch, grad_accum=1, weight_decay=0.0, warmup_steps=1,
+        min_lr_ratio=0.1, grad_clip=0.0, image_size=64, seed=0,
+        prompts=rollout.PromptConfig(prob_mask=1.0, prob_points=0.0, prob_box=0.0),
+        loss_weights=losses.LossWeights(), amp=False, num_workers=0, checkpoint_every=1,
+        val_every=1000, val_clips=1, early_stop_patience=0,
+    )  # fmt: skip
+
+
+def tiny_model() -> torch.nn.Module:
+    cfg = build.load_model_config("tiny", image_size=64)
+    for attn in ("self_attention", "cross_attention"):
+        cfg.model.memory_attention.layer[attn].dropout = 0.0
+    cfg.model.memory_attention.layer.dropout = 0.0  # identical math however objects are split
+    torch.manual_seed(0)  # parameter init only
+    model = build.build_model(cfg)
+    build.set_trainable(model, ["memory_attention", "memory_encoder"])
+    return model
+
+
+def main() -> None:
+    out, steps, batch, checkpoint = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    if "WORLD_SIZE" in __import__("os").environ:
+        dist.init_process_group("gloo")
+    torch.use_deterministic_algorithms(True)
+    model = tiny_model()
+    clips = make_clips(4)
+    s = settings(steps, batch)
+    fit.fit(model, clips, clips[:1], s, Path(checkpoint), None, torch.device("cpu"),
+            s.fingerprint(str(dist.get_world_size() if dist.is_initialized() else 1)))  # fmt: skip
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        torch.save(fit.trainable_state(model), out)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
