@@ -18,15 +18,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-build-isolation -e '.[dev,bench]'
 	touch $(STAMP)
 
+# Stages run `python ...`: put the project's environment first on PATH.
 repro: setup
-	$(VENV)/bin/dvc repro
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" dvc repro
 
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 test: lint
-	$(PY) -m pytest
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest
 
 bench: setup
 	$(PY) -m bench.data

@@ -1,51 +1,104 @@
-"""fetch: put raw data and the base checkpoint under data/raw.
+"""fetch: put the data source's description and the base checkpoint under data/raw.
 
-Default source `synthetic` generates the target-domain dataset (train and val videos,
-real JPEGs + COCO JSON) instead of downloading; the base checkpoint is the shipped tiny
-model, a SAM2.1 checkpoint by name (downloaded, checksum-verified) or a local file.
+- synthetic: generate the target-domain dataset (train and val videos, JPEGs + COCO JSON);
+- coco_video / coco_images / davis: your dataset in fetch.local_dir, read in place (the
+  folder is a DVC dependency, so editing it re-runs fetch and shard);
+- coco2017: download and verify the official archives (cached in data/downloads).
+Writes data/raw/source.json (what shard reads) and data/raw/base_checkpoint.pt: the
+shipped tiny base, a SAM2.1 checkpoint downloaded by name (checksum-verified), or a file.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 from sam2_video.data import download, synthetic
-from sam2_video.files import atomic_path
+from sam2_video.files import atomic_path, write_json_atomic
 from sam2_video.model.build import tiny_base_weights_path
 from sam2_video.params import FetchParams, load_params
 
-RAW = Path("data/raw")
+RAW, DOWNLOADS = Path("data/raw"), Path("data/downloads")
+SAM21_REGISTRY = {f"sam2.1_hiera_{n}": n for n in ("tiny", "small", "base_plus", "large")}
 
 
 def fetch_checkpoint(name: str, out: Path) -> None:
     if name == "tiny":
-        with atomic_path(out) as tmp:
-            shutil.copyfile(tiny_base_weights_path(), tmp)
-        return
-    path = download.fetch_checkpoint(name, out.parent / "downloads")
-    with atomic_path(out) as tmp:
-        shutil.copyfile(path, tmp)
+        source = tiny_base_weights_path()
+    elif name in SAM21_REGISTRY:
+        source = download.fetch_checkpoint(SAM21_REGISTRY[name], DOWNLOADS)
+    elif Path(name).is_file():
+        source = Path(name)
+    else:
+        raise ValueError(f"fetch.checkpoint: {name!r} is neither 'tiny', one of "
+                         f"{sorted(SAM21_REGISTRY)}, nor an existing file")  # fmt: skip
+    try:  # a hard link avoids copying a large checkpoint; copy across file systems
+        os.link(source, out)
+    except OSError:
+        shutil.copyfile(source, out)
 
 
-def fetch_synthetic(p: FetchParams, out: Path) -> None:
+def fetch_synthetic(p: FetchParams, out: Path) -> dict:
     s = p.synthetic
-    for split, videos, seed in (
-        ("train", s.train_videos, s.seed),
-        ("val", s.val_videos, s.seed + 1),
-    ):
+    splits = {}
+    for split, videos, seed in (("train", s.train_videos, s.seed), ("val", s.val_videos,
+                                                                     s.seed + 1)):  # fmt: skip
         spec = synthetic.SyntheticSpec("target", videos, s.num_frames,
                                        (s.min_objects, s.max_objects), s.size, seed)  # fmt: skip
-        summary = synthetic.write_coco_video(spec, out / split)
-        print(f"fetch: generated {split}: {summary}")
+        print(f"fetch: generated {split}: {synthetic.write_coco_video(spec, out / split)}")
+        splits[split] = {"annotations": str(RAW / split / "annotations.json"),
+                         "images": str(RAW / split)}  # fmt: skip
+    return {"kind": "coco_video", "splits": splits}
+
+
+def local_coco(p: FetchParams) -> dict:
+    root = Path(p.local_dir)
+    if not (root / "train.json").is_file():
+        raise FileNotFoundError(
+            f"fetch.local_dir: {root / 'train.json'} not found; put your COCO JSON there "
+            "(and optionally val.json), with image file_names relative to that folder"
+        )
+    splits = {"train": {"annotations": str(root / "train.json"), "images": str(root)}}
+    if (root / "val.json").is_file():
+        splits["val"] = {"annotations": str(root / "val.json"), "images": str(root)}
+    return {"kind": p.source, "splits": splits, "val_fraction": p.val_fraction}
+
+
+def local_davis(p: FetchParams) -> dict:
+    root = Path(p.local_dir)
+    for sub in ("JPEGImages", "Annotations"):
+        if not (root / sub).is_dir():
+            raise FileNotFoundError(f"fetch.local_dir: {root / sub} not found (DAVIS layout)")
+    return {"kind": "davis", "root": str(root), "val_fraction": p.val_fraction}
+
+
+def coco2017(p: FetchParams, out: Path) -> dict:
+    target = out / "coco2017"
+    for part in ("annotations", p.coco2017_split):
+        archive = download.fetch_file(download.COCO2017[part], DOWNLOADS)
+        download.extract_archive(archive, target)
+    split = f"{p.coco2017_split}2017"
+    train = {"annotations": str(RAW / "coco2017/annotations" / f"instances_{split}.json"),
+             "images": str(RAW / "coco2017" / split)}  # fmt: skip
+    return {"kind": "coco_images", "splits": {"train": train}, "val_fraction": p.val_fraction}
 
 
 def main() -> None:
-    params = load_params().fetch
+    p = load_params().fetch
     with atomic_path(RAW) as tmp:
-        fetch_synthetic(params, tmp)
-        fetch_checkpoint(params.checkpoint, tmp / "base_checkpoint.pt")
-    print(f"fetch: wrote {RAW}")
+        tmp.mkdir()
+        if p.source == "synthetic":
+            source = fetch_synthetic(p, tmp)
+        elif p.source == "coco2017":
+            source = coco2017(p, tmp)
+        elif p.source == "davis":
+            source = local_davis(p)
+        else:
+            source = local_coco(p)
+        write_json_atomic(tmp / "source.json", source)
+        fetch_checkpoint(p.checkpoint, tmp / "base_checkpoint.pt")
+    print(f"fetch: wrote {RAW} ({p.source}, checkpoint {p.checkpoint})")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ and `-S lrr=...` failing with the key named.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -102,3 +103,42 @@ def test_exp_run_with_unknown_param_fails_naming_it(project):
     out = run(["dvc", "exp", "run", "-S", "lrr=1e-4"], project, check=False)
     assert out.returncode != 0
     assert "lrr" in out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_to_the_uninterrupted_result(project):
+    """kill -9 during train; `dvc repro` again resumes from the persisted checkpoint.
+
+    Runs last in this module: it changes the project's params.
+    """
+    import signal
+    import time
+
+    def weights_digest() -> str:
+        return hashlib.sha256((project / "data/model/sam2_finetuned.pt").read_bytes()).hexdigest()
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"].update({"steps": 8, "checkpoint_every": 2, "val_every": 4})
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    checkpoints = project / "data" / "checkpoints"
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    run(["dvc", "repro"], project)
+    reference = (json.loads((project / "metrics" / "eval.json").read_text()), weights_digest())
+
+    shutil.rmtree(checkpoints)
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               PYTHONPATH=str(project / "src"))  # fmt: skip
+    proc = subprocess.Popen(["dvc", "repro", "-f", "train"], cwd=project, env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 240
+    while not (checkpoints / "resume.pt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (checkpoints / "resume.pt").exists(), "training never wrote a checkpoint"
+    out = run(["dvc", "repro"], project)
+    assert "resuming from step" in out.stdout + out.stderr
+    assert (json.loads((project / "metrics" / "eval.json").read_text()), weights_digest()) == (
+        reference
+    )

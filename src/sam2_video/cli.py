@@ -178,7 +178,31 @@ def _run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_check_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ann_json", type=Path, help="the COCO JSON (video or static images)")
+    parser.add_argument("image_dir", type=Path, help="folder the images' file_name is relative to")
+    parser.add_argument(
+        "--clip-length", type=int, default=None, help="warn about videos with fewer frames"
+    )
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from sam2_video.data.check import ERROR, check_coco_dataset, summary
+
+    problems = check_coco_dataset(args.ann_json, args.image_dir, clip_length=args.clip_length)
+    for problem in problems:
+        print(problem)
+    print(f"{args.ann_json}: {summary(problems)}")
+    return 1 if any(p.severity == ERROR for p in problems) else 0
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
+    "check": Subcommand(
+        help="lint a COCO-format dataset: every problem as file:field: severity: message "
+        "(exit 1 on errors)",
+        add_arguments=_add_check_arguments,
+        run=_run_check,
+    ),
     "score": Subcommand(
         help="J / F / J&F / Dice of DAVIS-format predictions against DAVIS-format ground truth",
         add_arguments=_add_score_arguments,

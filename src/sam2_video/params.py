@@ -42,9 +42,41 @@ class SyntheticParams:
 
 @dataclass(frozen=True)
 class FetchParams:
-    source: str = _f("synthetic", "data source: synthetic (embedded default)")
-    checkpoint: str = _f("tiny", "base weights: tiny (shipped), a SAM2.1 name, or a local path")
+    source: str = _f(
+        "synthetic",
+        "synthetic (generated default) | coco_video | coco_images | davis (your data in "
+        "local_dir) | coco2017 (downloaded)",
+    )
+    checkpoint: str = _f(
+        "tiny", "base weights: tiny (shipped), sam2.1_hiera_{tiny,small,base_plus,large}, or a path"
+    )
+    local_dir: str = _f(
+        "data/user",
+        "your dataset, read in place (a DVC dependency): train.json [+ val.json] and images, "
+        "or DAVIS JPEGImages/ + Annotations/",
+    )
+    coco2017_split: str = _f("val", "COCO 2017 image archive to download: val or train")
+    val_fraction: float = _f(0.2, "share of videos/images held out when there is no val split",
+                             "0..1")  # fmt: skip
     synthetic: SyntheticParams = field(default_factory=SyntheticParams, metadata={"help": ""})
+
+
+@dataclass(frozen=True)
+class MotionParams:
+    """Pseudo-video from static images (STCN/XMem/Cutie/AOT recipe)."""
+
+    rotation: float = _f(20.0, "per-clip rotation range, +- degrees", ">=0")
+    scale: tuple[float, ...] = _f([0.9, 1.1], "per-clip scale range [min, max]")
+    shear: float = _f(10.0, "per-clip shear range, +- degrees", ">=0")
+    translate: float = _f(0.1, "per-clip translation, fraction of the frame size", ">=0")
+    frame_rotation: float = _f(5.0, "extra per-frame rotation, +- degrees", ">=0")
+    frame_scale: tuple[float, ...] = _f([0.97, 1.03], "extra per-frame scale range")
+    frame_shear: float = _f(2.0, "extra per-frame shear, +- degrees", ">=0")
+    frame_translate: float = _f(0.03, "extra per-frame translation, fraction of the size", ">=0")
+    crop_area: tuple[float, ...] = _f([1.0, 1.0], "random crop area range (1, 1: no crop)")
+    brightness: float = _f(0.1, "colour jitter: brightness", ">=0")
+    contrast: float = _f(0.05, "colour jitter: contrast", ">=0")
+    saturation: float = _f(0.05, "colour jitter: saturation", ">=0")
 
 
 @dataclass(frozen=True)
@@ -59,6 +91,8 @@ class ShardParams:
     max_side: int = _f(128, "frames are resized so that their longer side is at most this", ">0")
     clips_per_shard: int = _f(64, "clips per shard file", ">0")
     workers: int = _f(2, "parallel worker processes", ">0")
+    include_crowd: bool = _f(False, "keep COCO crowd annotations as objects (static images)")
+    motion: MotionParams = field(default_factory=MotionParams, metadata={"help": ""})
 
 
 @dataclass(frozen=True)
@@ -125,7 +159,8 @@ class Params:
 
 
 CHOICES = {
-    "fetch.source": ("synthetic",),
+    "fetch.source": ("synthetic", "coco_video", "coco_images", "davis", "coco2017"),
+    "fetch.coco2017_split": ("val", "train"),
     "evaluate.prompts": ("mask", "points", "box"),
     "train.max_cond_frames": (1, 2),
 }

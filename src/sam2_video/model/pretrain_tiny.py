@@ -16,6 +16,8 @@ import numpy as np
 import torch
 
 from sam2_video.data.synthetic import DOMAINS, render_scene
+from sam2_video.evaluate import metrics
+from sam2_video.evaluate.predict import predict_masks
 from sam2_video.model import build, losses, rollout, transforms
 
 IMAGE_SIZE = 128
@@ -35,14 +37,40 @@ def scene_batch(rng: np.random.Generator, domain: str, clips: int, frames: int, 
     return torch.stack(images), torch.cat(gts, 1), torch.tensor(owners)
 
 
-def pretrain(steps: int, seed: int, lr: float, log_every: int = 50) -> torch.nn.Module:
+def source_val_jf(model, scenes) -> dict[str, float]:
+    """J&F on fixed source-domain scenes, per first-frame prompt type (progress report)."""
+    out = {}
+    for prompt in ("mask", "points"):
+        scores = [metrics.score_clip(gt, predict_masks(model, frames, gt[0], prompt, IMAGE_SIZE))
+                  for frames, gt in scenes]  # fmt: skip
+        out[prompt] = round(metrics.summarize(scores)["jf"], 3)
+    model.train()
+    return out
+
+
+def val_scenes(seed: int, count: int = 8):
+    rng = np.random.default_rng(seed + 10_000)
+    scenes = []
+    for _ in range(count):
+        scene = render_scene(rng, DOMAINS["source"], 8, 3, IMAGE_SIZE)
+        present = np.flatnonzero(scene.visible[0].reshape(3, -1).sum(1) > 16)
+        scenes.append((scene.frames, scene.visible[:, present]))
+    return scenes
+
+
+def pretrain(
+    steps: int, seed: int, lr: float, out: Path | None = None, log_every: int = 50,
+    val_every: int = 250,
+) -> torch.nn.Module:  # fmt: skip
     torch.manual_seed(seed)  # parameter init of a model built from scratch
     model = build.build_model(build.load_model_config("tiny"))
     model.train()
     rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
-    prompt_cfg = rollout.PromptConfig(0.3, 0.4, 0.3, num_correction_clicks=2, max_cond_frames=2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 2),
+                                                pct_start=0.05)  # fmt: skip
+    scenes = val_scenes(seed)
+    prompt_cfg = rollout.PromptConfig(0.4, 0.3, 0.3, num_correction_clicks=1, max_cond_frames=2)
     weights, start, running = losses.LossWeights(), time.time(), 0.0
     for step in range(1, steps + 1):
         images, gt, owners = scene_batch(rng, "source", clips=4, frames=6, max_obj=3)
@@ -59,7 +87,18 @@ def pretrain(steps: int, seed: int, lr: float, log_every: int = 50) -> torch.nn.
             print(f"step {step}/{steps} loss {running / log_every:.3f} "
                   f"({time.time() - start:.0f}s)", flush=True)  # fmt: skip
             running = 0.0
+        if step % val_every == 0 or step == steps:
+            print(f"step {step}: source-domain J&F {source_val_jf(model, scenes)}", flush=True)
+            if out is not None:
+                save_half(model, out)
     return model
+
+
+def save_half(model: torch.nn.Module, out: Path) -> None:
+    """Store float16 weights (a few MB); they load into the float32 model unchanged."""
+    half = build.build_model(build.load_model_config("tiny")).half()
+    half.load_state_dict(model.state_dict())
+    build.save_checkpoint(half, out)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -69,9 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--out", type=Path, default=build.tiny_base_weights_path())
     args = parser.parse_args(argv)
-    model = pretrain(args.steps, args.seed, args.lr)
-    model.half()
-    build.save_checkpoint(model, args.out)
+    pretrain(args.steps, args.seed, args.lr, args.out)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)")
 
 

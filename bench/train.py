@@ -1,0 +1,435 @@
+"""Training step time: our rollout + losses against SAM2's own trainer model, same run.
+
+`python -m bench.train` (what `make bench` runs) times one training step (forward over a
+clip, loss, backward, AdamW step over memory_attention + memory_encoder) of
+  ours:   sam2_video.model.rollout.track + losses.clip_losses on a SAM2Base,
+  theirs: training.model.sam2.SAM2Train + training.loss_fns.MultiStepMultiMasksAndIous,
+with the same model config and weights (the shipped tiny base, or a seeded random init),
+the same seeded clip tensors, prompt kind, number of correction clicks and trainable set.
+Timing: both variants in one subprocess, steps interleaved, so a change in machine load
+hits both alike. Memory: one subprocess per variant (RSS high-water mark on CPU,
+torch.cuda.max_memory_allocated on GPU). The first step's loss terms of both are printed
+side by side as a check that both do the same work: mask, dice and object-score terms
+agree on mask prompts (on point prompts each side samples its own click locations); the
+IoU term differs by design (SAM2.1's config supervises the IoU of every multimask output,
+ours only the chosen one).
+
+Flags: --large adds Hiera-T (256 px) on CPU; --no-gpu skips the CUDA section that runs
+by default when CUDA is available; --results PATH is where the "## Training" section goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sam2_video.files import atomic_path
+from sam2_video.model import build, losses, rollout
+
+TRAINABLE = ("memory_attention", "memory_encoder")
+GOAL_RATIO = 0.8
+THEIR_TARGET = "training.model.sam2.SAM2Train"
+RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
+SECTION = "## Training"
+BEGIN, END = "<!-- bench.train:begin -->", "<!-- bench.train:end -->"
+LOSS_WEIGHTS = losses.LossWeights(mask=20.0, dice=1.0, iou=1.0, object_score=1.0)
+MEMORY_STEPS = 3  # the first step allocates optimizer state; peaks are reached by then
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    model: str  # build.MODEL_NAMES
+    image_size: int
+    frames: int
+    clips: int
+    objects_per_clip: int
+    kind: str  # "mask" or "points"
+    clicks: int  # correction clicks on frame 0 (points only)
+    device: str = "cpu"
+    amp: bool = False  # bf16 autocast (GPU)
+    warmup: int = 3
+    steps: int = 10
+
+
+def _pair(name: str, model: str, size: int, frames: int, clips: int, **kw) -> list[Scenario]:
+    """The two prompt regimes of one model setting: mask on frame 0; point + 7 clicks."""
+    base = Scenario(f"{name}-mask", model, size, frames, clips, 2, "mask", 0, **kw)
+    return [base, replace(base, name=f"{name}-points+7", kind="points", clicks=7)]
+
+
+TINY = _pair("tiny-128px", "tiny", 128, 4, 2)
+LARGE = _pair("hiera_t-256px", "sam2.1_hiera_tiny", 256, 5, 1)
+GPU = [
+    sc
+    for model, short in (("sam2.1_hiera_tiny", "hiera_t"), ("sam2.1_hiera_base_plus", "hiera_b+"))
+    for size in (512, 1024)
+    for sc in _pair(f"gpu-{short}-{size}px", model, size, 5, 1, device="cuda", amp=True)
+]
+SCENARIOS = {sc.name: sc for sc in TINY + LARGE + GPU}
+
+
+# -- inputs --------------------------------------------------------------------------------
+
+
+@dataclass
+class Inputs:
+    images: torch.Tensor  # (B, T, 3, S, S) float
+    gt: torch.Tensor  # (T, N, S, S) bool
+    obj_to_clip: torch.Tensor  # (N,) long
+
+
+def ellipse_masks(sc: Scenario, rng: np.random.Generator) -> np.ndarray:
+    """(T, N, S, S) bool: one ellipse per object drifting a few pixels per frame."""
+    s, n = sc.image_size, sc.clips * sc.objects_per_clip
+    yy, xx = np.mgrid[0:s, 0:s]
+    center = rng.uniform(0.3 * s, 0.7 * s, size=(n, 2))
+    radii = rng.uniform(s / 10, s / 5, size=(n, 2))
+    velocity = rng.uniform(-0.03 * s, 0.03 * s, size=(n, 2))
+    masks = np.zeros((sc.frames, n, s, s), dtype=bool)
+    for t in range(sc.frames):
+        cx, cy = (center + t * velocity).T
+        dx = (xx[None] - cx[:, None, None]) / radii[:, 0, None, None]
+        dy = (yy[None] - cy[:, None, None]) / radii[:, 1, None, None]
+        masks[t] = dx**2 + dy**2 <= 1.0
+    return masks
+
+
+def make_inputs(sc: Scenario, seed: int) -> Inputs:
+    rng = np.random.default_rng(seed)
+    s = sc.image_size
+    images = rng.standard_normal((sc.clips, sc.frames, 3, s, s), dtype=np.float32)
+    gt = ellipse_masks(sc, rng)
+    obj_to_clip = torch.arange(sc.clips).repeat_interleave(sc.objects_per_clip)
+    dev = torch.device(sc.device)  # on the device, as fit.py's Batch.to(device) leaves them
+    tensors = (torch.from_numpy(images), torch.from_numpy(gt), obj_to_clip)
+    return Inputs(*(x.to(dev) for x in tensors))
+
+
+def their_batch(inp: Inputs):
+    """The same tensors as SAM2's collate_fn would give them (BatchedVideoDatapoint)."""
+    from training.utils.data_utils import BatchedVideoDatapoint, BatchedVideoMetaData
+
+    t, n = inp.gt.shape[:2]
+    dev = inp.gt.device
+    frame_idx = torch.arange(t, device=dev)[:, None].expand(t, n)
+    clip_idx = inp.obj_to_clip[None].expand(t, n)
+    obj_to_frame_idx = torch.stack([frame_idx, clip_idx], -1).int()  # (T, N, 2)
+    obj_idx = torch.arange(n, device=dev)[None].expand(t, n)
+    ids = torch.stack([clip_idx, obj_idx, frame_idx], -1).long()  # (T, N, 3)
+    size = torch.tensor(inp.gt.shape[-2:], device=dev).expand(t, n, 2).long()
+    return BatchedVideoDatapoint(
+        img_batch=inp.images.transpose(0, 1).contiguous(),  # (T, B, 3, S, S)
+        obj_to_frame_idx=obj_to_frame_idx,
+        masks=inp.gt,
+        metadata=BatchedVideoMetaData(unique_objects_identifier=ids, frame_orig_size=size),
+        dict_key="bench",
+        batch_size=[t],
+    )
+
+
+# -- the two training steps ----------------------------------------------------------------
+
+
+def model_config(sc: Scenario):
+    return build.load_model_config(sc.model, image_size=sc.image_size)
+
+
+def their_model_kwargs(sc: Scenario) -> dict:
+    """SAM2Train settings that make it do exactly the work of our plan for `sc`."""
+    points = sc.kind == "points"
+    return {
+        "prob_to_use_pt_input_for_train": 1.0 if points else 0.0,
+        "prob_to_use_box_input_for_train": 0.0,
+        "num_frames_to_correct_for_train": 1,
+        "rand_frames_to_correct_for_train": False,
+        "num_init_cond_frames_for_train": 1,
+        "rand_init_cond_frames_for_train": False,
+        "add_all_frames_to_correct_as_cond": False,
+        "num_correction_pt_per_frame": sc.clicks,
+        "prob_to_sample_from_gt_for_train": 0.0,
+        "use_act_ckpt_iterative_pt_sampling": False,
+        "freeze_image_encoder": True,
+    }
+
+
+def build_variant(variant: str, sc: Scenario) -> torch.nn.Module:
+    """Same config, same weights (seeded init, or the shipped tiny base), same trainable set."""
+    cfg = model_config(sc)
+    target = None
+    if variant == "theirs":
+        cfg.model.update(their_model_kwargs(sc))
+        target = THEIR_TARGET
+    torch.manual_seed(0)  # identical random init for both variants
+    model = build.build_model(cfg, target=target)
+    if sc.model == "tiny" and build.tiny_base_weights_path().is_file():
+        build.load_checkpoint(model, build.tiny_base_weights_path())
+    build.set_trainable(model, TRAINABLE)
+    return model.to(sc.device).train()
+
+
+def our_step(model, sc: Scenario, inp: Inputs) -> Callable[[], dict[str, torch.Tensor]]:
+    cfg = rollout.PromptConfig(num_pos_points=1, num_correction_clicks=sc.clicks)
+    plan = rollout.Plan(cond_frames=(0,), kind=sc.kind, correction_frames=(0,) if sc.clicks else ())
+    gen = torch.Generator().manual_seed(0)
+
+    def step() -> dict[str, torch.Tensor]:
+        frames = rollout.track(model, inp.images, inp.gt, inp.obj_to_clip, plan, cfg, gen)
+        parts = losses.clip_losses(frames, inp.gt, LOSS_WEIGHTS)
+        return {"total": parts["total"], "mask": parts["mask"], "dice": parts["dice"],
+                "iou": parts["iou"], "object_score": parts["object_score"]}  # fmt: skip
+
+    return step
+
+
+def their_step(model, sc: Scenario, inp: Inputs) -> Callable[[], dict[str, torch.Tensor]]:
+    from training.loss_fns import MultiStepMultiMasksAndIous
+    from training.trainer import CORE_LOSS_KEY
+
+    weights = {"loss_mask": 20.0, "loss_dice": 1.0, "loss_iou": 1.0, "loss_class": 1.0}
+    loss_fn = MultiStepMultiMasksAndIous(
+        weight_dict=weights, supervise_all_iou=True, iou_use_l1_loss=True, pred_obj_scores=True
+    )
+    batch = their_batch(inp)
+
+    def step() -> dict[str, torch.Tensor]:
+        parts = loss_fn(model(batch), batch.masks)
+        return {"total": parts[CORE_LOSS_KEY], "mask": parts["loss_mask"],
+                "dice": parts["loss_dice"], "iou": parts["loss_iou"],
+                "object_score": parts["loss_class"]}  # fmt: skip
+
+    return step
+
+
+# -- one variant, in its own process -------------------------------------------------------
+
+
+def current_rss_bytes() -> int:
+    with open("/proc/self/statm", encoding="ascii") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class Trainer:
+    """One variant's training step (forward, loss, backward, AdamW) on one device."""
+
+    def __init__(self, variant: str, sc: Scenario, inp: Inputs):
+        self.model = build_variant(variant, sc)
+        self.step = (our_step if variant == "ours" else their_step)(self.model, sc, inp)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=1e-4, weight_decay=0.01)
+        self.sc = sc
+
+    def __call__(self) -> tuple[float, dict[str, float]]:
+        """Seconds of one step (device-synchronized) and its loss parts."""
+        sync = torch.cuda.synchronize if self.sc.device == "cuda" else (lambda: None)
+        sync()
+        start = time.perf_counter()
+        self.opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.sc.amp):
+            parts = self.step()
+        parts["total"].backward()
+        self.opt.step()
+        sync()
+        return time.perf_counter() - start, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def run_timing(sc: Scenario, seed: int) -> dict:
+    """Both variants in one process, steps interleaved so load changes hit both alike."""
+    torch.backends.cudnn.benchmark = sc.device == "cuda"
+    inp = make_inputs(sc, seed)
+    trainers = {v: Trainer(v, sc, inp) for v in ("ours", "theirs")}
+    times: dict[str, list[float]] = {v: [] for v in trainers}
+    for i in range(sc.warmup + sc.steps):
+        for variant, trainer in trainers.items():
+            seconds, _ = trainer()
+            if i >= sc.warmup:
+                times[variant].append(seconds)
+    return {"times": times, "threads": torch.get_num_threads()}
+
+
+def run_memory(variant: str, sc: Scenario, seed: int) -> dict:
+    """Peak memory of one variant alone in this process, and its first-step losses."""
+    torch.backends.cudnn.benchmark = sc.device == "cuda"
+    import training.loss_fns  # noqa: F401  -- both variants pay the same import RSS
+    import training.utils.data_utils  # noqa: F401
+
+    trainer = Trainer(variant, sc, make_inputs(sc, seed))
+    if sc.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    rss_before = current_rss_bytes()
+    torch.manual_seed(1)  # same dropout draws for both variants on the first step
+    first = [trainer()[1] for _ in range(MEMORY_STEPS)][0]
+    mib = 1024 * 1024
+    out = {"first_loss": first, "trainable": sum(p.numel() for p in trainer.params)}
+    if sc.device == "cuda":
+        out["peak_mib"] = torch.cuda.max_memory_allocated() / mib
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+        out["peak_mib"] = peak / mib
+        out["delta_mib"] = (peak - rss_before) / mib
+    return out
+
+
+# -- the driver ----------------------------------------------------------------------------
+
+
+def spawn(child: str, sc: Scenario, seed: int) -> dict:
+    """Run `child` ("time", "ours" or "theirs") for `sc` in a fresh interpreter."""
+    cmd = [sys.executable, "-m", "bench.train", "--child", child, "--scenario", sc.name,
+           "--seed", str(seed)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{child} on {sc.name} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@dataclass
+class Row:
+    scenario: Scenario
+    ours: dict
+    theirs: dict
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ours["times"]) / statistics.median(self.theirs["times"])
+
+
+def loss_check(row: Row) -> str:
+    """First-step loss terms side by side (iou differs: ours supervises the best mask only)."""
+    a, b = row.ours["first_loss"], row.theirs["first_loss"]
+    return " ".join(f"{k} {a[k]:.4g}/{b[k]:.4g}" for k in ("mask", "dice", "object_score", "iou"))
+
+
+def table(rows: list[Row], gpu: bool) -> list[str]:
+    mem = "peak GPU alloc MiB" if gpu else "peak RSS MiB (train delta)"
+    lines = [
+        f"| scenario | ours ms | theirs ms | ours/theirs | {mem} ours | theirs | "
+        "first-step loss ours/theirs |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        med = [1000 * statistics.median(v["times"]) for v in (r.ours, r.theirs)]
+        speed = f"{med[0]:.1f}", f"{med[1]:.1f}"
+        if gpu:
+            clips = r.scenario.clips
+            speed = tuple(f"{m:.1f} ({1000 * clips / m:.2f} clips/s)" for m in med)
+        mems = [f"{v['peak_mib']:.0f}" + (f" ({v['delta_mib']:+.0f})" if "delta_mib" in v else "")
+                for v in (r.ours, r.theirs)]  # fmt: skip
+        flag = "" if r.ratio <= GOAL_RATIO else " (goal missed)"
+        lines.append(f"| {r.scenario.name} | {speed[0]} | {speed[1]} | {r.ratio:.2f}{flag} | "
+                     f"{mems[0]} | {mems[1]} | {loss_check(r)} |")  # fmt: skip
+    return lines
+
+
+def describe(sc: Scenario) -> str:
+    n = sc.clips * sc.objects_per_clip
+    prompt = "mask" if sc.kind == "mask" else f"1 point + {sc.clicks} correction clicks"
+    return (f"{sc.model} {sc.image_size}px, {sc.frames} frames, {sc.clips} clip(s) x "
+            f"{sc.objects_per_clip} objects ({n}), {prompt} on frame 0")  # fmt: skip
+
+
+def machine_line(threads: int, load_before: tuple[float, ...]) -> str:
+    loads = " / ".join(" ".join(f"{x:.2f}" for x in la) for la in (load_before, os.getloadavg()))
+    return (f"torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads {threads}, "
+            f"load average (1/5/15 min) before / after: {loads}")  # fmt: skip
+
+
+def report(cpu_rows: list[Row], gpu_rows: list[Row], command: str, machine: str) -> list[str]:
+    sc = cpu_rows[0].scenario
+    lines = [
+        f"Command: `{command}` ({time.strftime('%Y-%m-%d %H:%M')}); {machine}.",
+        f"Step = forward + loss + backward + AdamW over {' + '.join(TRAINABLE)}. Median of "
+        f"{sc.steps} timed steps after {sc.warmup} warm-up steps, the two variants' steps "
+        f"interleaved in one process; memory from a separate process per variant. "
+        f"Goal: ours/theirs <= {GOAL_RATIO}.",
+        "",
+        *[f"- `{r.scenario.name}`: {describe(r.scenario)}" for r in cpu_rows + gpu_rows],
+        "",
+        "CPU:",
+        "",
+        *table(cpu_rows, gpu=False),
+    ]
+    if gpu_rows:
+        gpu_name = torch.cuda.get_device_name(0)
+        lines += ["", f"GPU ({gpu_name}, bf16 autocast):", "", *table(gpu_rows, gpu=True)]
+    else:
+        lines += ["", "GPU: skipped (no CUDA device in this run)."]
+    return lines
+
+
+def write_section(path: Path, body: list[str]) -> None:
+    """Replace only our marked block inside "## Training"; keep every other section."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
+    block = "\n".join([BEGIN, *body, END])
+    if BEGIN in text and END in text:
+        text = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: block, text,
+                      flags=re.S)  # fmt: skip
+    elif SECTION in text:  # our section without the markers yet: its body is ours to replace
+        pattern = re.escape(SECTION) + r"\n.*?(?=\n## |\Z)"
+        text = re.sub(pattern, lambda _: f"{SECTION}\n\n{block}\n", text, count=1, flags=re.S)
+    else:
+        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{block}\n"
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def run_all(scenarios: list[Scenario], seed: int) -> list[Row]:
+    rows = []
+    if scenarios:
+        print("\n".join(table([], gpu=scenarios[0].device == "cuda")), flush=True)
+    for sc in scenarios:
+        timing = spawn("time", sc, seed)
+        ours, theirs = spawn("ours", sc, seed), spawn("theirs", sc, seed)
+        ours["times"], theirs["times"] = timing["times"]["ours"], timing["times"]["theirs"]
+        ours["threads"] = timing["threads"]
+        rows.append(Row(sc, ours, theirs))
+        print("\n".join(table([rows[-1]], gpu=sc.device == "cuda")[2:]), flush=True)
+    return rows
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--large", action="store_true", help="also Hiera-T 256 px on CPU (~2 s/step)")
+    p.add_argument("--no-gpu", action="store_true", help="skip the CUDA section")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random clip tensors")
+    p.add_argument("--results", type=Path, default=RESULTS_PATH, help="markdown file to update")
+    p.add_argument("--child", choices=("time", "ours", "theirs"), help=argparse.SUPPRESS)
+    p.add_argument("--scenario", choices=sorted(SCENARIOS), help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.child:
+        sc = SCENARIOS[args.scenario]
+        if args.child == "time":
+            print(json.dumps(run_timing(sc, args.seed)))
+        else:
+            print(json.dumps(run_memory(args.child, sc, args.seed)))
+        return
+    load_before = os.getloadavg()
+    cpu = run_all(TINY + (LARGE if args.large else []), args.seed)
+    gpu = run_all(GPU, args.seed) if torch.cuda.is_available() and not args.no_gpu else []
+    command = "python -m bench.train" + " --large" * args.large
+    machine = machine_line(cpu[0].ours["threads"], load_before)
+    write_section(args.results, report(cpu, gpu, command, machine))
+    worst = max(r.ratio for r in cpu + gpu)
+    print(f"bench.train: worst ours/theirs {worst:.2f} (goal <= {GOAL_RATIO}); "
+          f"wrote {args.results}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,509 @@
+"""The dataset linter: every problem of a COCO-format dataset, each with its file and field.
+
+Unlike the loaders (which stop at the first bad entry), `check_coco_dataset` reads on and
+reports all it finds, as `file:field: severity: message` lines in the `sam2-video check`
+command. Errors make the dataset unusable (the loaders would refuse it); warnings point at
+data that loads but probably is not what was meant (a track on one frame, a video too
+short for a clip, an image without objects).
+
+Fields name the JSON entry: `images[id=3].height`, `annotations[id=12].segmentation`,
+`annotations[track_id=7]` (a whole track), `images[video_id=2]` (a whole video); an entry
+without a usable id is named by position (`images[4]`). The file is the JSON, or the image
+file when the problem is in the image file itself (missing, unreadable, wrong size).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from sam2_video.data.coco import (
+    ORDER_FIELDS,
+    _check_compressed_counts,
+    _is_int,
+    _track_id,
+    segmentation_problem,
+)
+
+ERROR, WARNING = "error", "warning"
+COCO_KEYS = ("images", "annotations", "categories")
+_READ_THREADS = 4  # image decoding releases the GIL
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding; str() is the linter line `file:field: severity: message`."""
+
+    severity: str  # ERROR or WARNING
+    file: Path
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.field}: {self.severity}: {self.message}"
+
+
+class _Findings(list[Problem]):
+    def error(self, file: Path, field: str, message: str) -> None:
+        self.append(Problem(ERROR, file, field, message))
+
+    def warning(self, file: Path, field: str, message: str) -> None:
+        self.append(Problem(WARNING, file, field, message))
+
+
+@dataclass(frozen=True)
+class _ImageEntry:
+    """The usable parts of one `images` entry (None where the entry is broken)."""
+
+    id: int
+    file_name: str | None
+    height: int | None
+    width: int | None
+    video_id: int | str | None
+    order: int | None
+
+    @property
+    def where(self) -> str:
+        return f"images[id={self.id}]"
+
+
+# ---------------------------------------------------------------------------- top level
+
+
+def _load_coco(path: Path, found: _Findings) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, IsADirectoryError):
+        found.error(path, "(file)", "annotation file not found: check the path")
+        return None
+    except UnicodeDecodeError:
+        found.error(path, "(file)", "not UTF-8 text, so not a COCO JSON")
+        return None
+    except json.JSONDecodeError as err:
+        found.error(path, f"line {err.lineno}", f"not valid JSON: {err.msg} (column {err.colno})")
+        return None
+    if not isinstance(data, dict):
+        found.error(
+            path,
+            "(top level)",
+            f"not a COCO JSON: the top level is a "
+            f"{type(data).__name__}, expected an object with {', '.join(COCO_KEYS)}",
+        )
+        return None
+    for key in COCO_KEYS:
+        if not isinstance(data.get(key), list):
+            found.error(
+                path,
+                key,
+                "not a COCO JSON: this top-level list is missing "
+                f"(a COCO JSON has {', '.join(COCO_KEYS)}, each a list)",
+            )
+    return data if all(isinstance(data.get(key), list) for key in COCO_KEYS) else None
+
+
+def _lint_categories(categories: list[Any], path: Path, found: _Findings) -> set[int]:
+    ids: set[int] = set()
+    for index, cat in enumerate(categories):
+        if not isinstance(cat, dict) or not _is_int(cat.get("id")):
+            found.error(path, f"categories[{index}].id", "missing or not an int")
+        elif cat["id"] in ids:
+            found.error(path, f"categories[id={cat['id']}].id", "duplicate category id")
+        else:
+            ids.add(cat["id"])
+    return ids
+
+
+# ---------------------------------------------------------------------------- images
+
+
+def _file_name_problem(name: Any) -> str | None:
+    if not isinstance(name, str) or not name:
+        return "missing or not a string: give the image path relative to the image dir"
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if PurePosixPath(name).is_absolute() or ".." in parts:
+        return f"{name!r} must be a path relative to the image dir (no leading '/', no '..')"
+    return None
+
+
+def _image_order(image: Mapping[str, Any], where: str, path: Path, found: _Findings):
+    for key in ORDER_FIELDS:
+        if key in image:
+            if _is_int(image[key]):
+                return image[key]
+            found.error(path, f"{where}.{key}", f"is {image[key]!r}, expected an int")
+            return None
+    found.error(
+        path,
+        f"{where}.{ORDER_FIELDS[0]}",
+        f"no frame order in a video dataset: add one of {', '.join(ORDER_FIELDS)}",
+    )
+    return None
+
+
+def _image_entry(
+    image: dict[str, Any], path: Path, found: _Findings, is_video: bool
+) -> _ImageEntry:
+    where = f"images[id={image['id']}]"
+    name_problem = _file_name_problem(image.get("file_name"))
+    if name_problem:
+        found.error(path, f"{where}.file_name", name_problem)
+    dims = {}
+    for key in ("height", "width"):
+        dims[key] = image.get(key) if _is_int(image.get(key)) and image[key] > 0 else None
+        if dims[key] is None:
+            found.error(path, f"{where}.{key}", "missing or not a positive int")
+    video_id, order = image.get("video_id"), None
+    if is_video and not isinstance(video_id, int | str):
+        found.error(
+            path,
+            f"{where}.video_id",
+            "missing or not an int/string, while other "
+            "images carry video ids: give every frame its video_id",
+        )
+        video_id = None
+    elif is_video:
+        order = _image_order(image, where, path, found)
+    file_name = None if name_problem else image["file_name"]
+    return _ImageEntry(image["id"], file_name, dims["height"], dims["width"], video_id, order)
+
+
+def _lint_images(images: list[Any], path: Path, found: _Findings) -> dict[int, _ImageEntry]:
+    """image id -> entry; broken entries are reported, duplicates after the first dropped."""
+    is_video = any(isinstance(i, dict) and "video_id" in i for i in images)
+    entries: dict[int, _ImageEntry] = {}
+    for index, image in enumerate(images):
+        if not isinstance(image, dict) or not _is_int(image.get("id")):
+            found.error(path, f"images[{index}].id", "entry is not an object with an int 'id'")
+        elif image["id"] in entries:
+            found.error(
+                path,
+                f"images[id={image['id']}].id",
+                f"duplicate image id (again at images[{index}]): give every image its own id",
+            )
+        else:
+            entries[image["id"]] = _image_entry(image, path, found, is_video)
+    return entries
+
+
+# ---------------------------------------------------------------------------- annotations
+
+
+@dataclass(frozen=True)
+class _Instance:
+    image_id: int
+    object_id: int | None  # track id, else category id; None when unusable
+    area: int | None  # pixels; None when the segmentation is broken
+
+
+def _annotation_where(ann: Any, index: int) -> str:
+    return f"annotations[id={ann['id']}]" if _is_int(ann.get("id")) else f"annotations[{index}]"
+
+
+def _segmentation_area(segm: Any, height: int, width: int) -> int:
+    """Pixel count of a structurally valid segmentation (RLE area needs no decode)."""
+    if isinstance(segm, list):
+        return int(mask_utils.area(mask_utils.merge(mask_utils.frPyObjects(segm, height, width))))
+    if isinstance(segm["counts"], list):
+        return int(mask_utils.area(mask_utils.frPyObjects(dict(segm), height, width)))
+    counts = segm["counts"].encode("ascii") if isinstance(segm["counts"], str) else segm["counts"]
+    return int(mask_utils.area({"size": [height, width], "counts": counts}))
+
+
+def _lint_segmentation(
+    ann: dict[str, Any], image: _ImageEntry, where: str, path: Path, found: _Findings
+) -> int | None:
+    """The annotation's area, or None (reported) when its segmentation is unusable."""
+    if image.height is None or image.width is None:
+        return None  # the image entry is already reported
+    segm = ann.get("segmentation")
+    problem = segmentation_problem(segm, image.height, image.width)
+    if problem is None and isinstance(segm, dict) and isinstance(segm["counts"], str | bytes):
+        try:
+            _check_compressed_counts(segm["counts"], image.height, image.width)
+        except ValueError as err:
+            problem = str(err).removeprefix("field 'segmentation': ")
+    if problem:
+        found.error(path, f"{where}.segmentation", problem)
+        return None
+    return _segmentation_area(segm, image.height, image.width)
+
+
+def _annotation_object(
+    ann: dict[str, Any], use_tracks: bool, where: str, path: Path, found: _Findings
+) -> int | None:
+    if not use_tracks:
+        return ann.get("category_id") if _is_int(ann.get("category_id")) else None
+    track = _track_id(ann)
+    if not _is_int(track):
+        state = "missing" if track is None else f"is {track!r}"
+        found.error(
+            path,
+            f"{where}.track_id",
+            f"{state}, while other annotations carry integer track ids (track_id/instance_id/"
+            "attributes.track_id): give every annotation one, or none to use categories",
+        )
+        return None
+    return track
+
+
+def _lint_annotation_fields(
+    ann: dict[str, Any],
+    where: str,
+    images: Mapping[int, _ImageEntry],
+    cats: set[int],
+    path: Path,
+    found: _Findings,
+) -> bool:
+    """Report bad ids / iscrowd; False when the annotation's image is unknown."""
+    if ann.get("category_id") not in cats:
+        found.error(
+            path,
+            f"{where}.category_id",
+            f"{ann.get('category_id')!r} is not a category id in 'categories'",
+        )
+    if ann.get("iscrowd", 0) not in (0, 1):
+        found.error(path, f"{where}.iscrowd", f"is {ann['iscrowd']!r}, expected 0 or 1")
+    if ann.get("image_id") not in images:
+        found.error(
+            path,
+            f"{where}.image_id",
+            f"{ann.get('image_id')!r} is not an image id in "
+            "'images': the annotation belongs to no image",
+        )
+        return False
+    return True
+
+
+def _lint_annotations(
+    annotations: list[Any],
+    images: Mapping[int, _ImageEntry],
+    cats: set[int],
+    path: Path,
+    found: _Findings,
+) -> tuple[list[_Instance], bool]:
+    """Every annotation checked; the usable ones as instances, and whether objects are tracks."""
+    use_tracks = any(isinstance(a, dict) and _track_id(a) is not None for a in annotations)
+    instances: list[_Instance] = []
+    seen_ids: set[int] = set()
+    for index, ann in enumerate(annotations):
+        if not isinstance(ann, dict):
+            found.error(path, f"annotations[{index}]", "entry is not an object")
+            continue
+        where = _annotation_where(ann, index)
+        if not _is_int(ann.get("id")):
+            found.warning(
+                path,
+                f"{where}.id",
+                "missing or not an int: COCO gives every "
+                "annotation a unique int id (the static-image source needs it)",
+            )
+        elif ann["id"] in seen_ids:
+            found.error(path, f"{where}.id", "duplicate annotation id")
+        seen_ids.add(ann.get("id"))
+        if not _lint_annotation_fields(ann, where, images, cats, path, found):
+            continue
+        area = _lint_segmentation(ann, images[ann["image_id"]], where, path, found)
+        object_id = _annotation_object(ann, use_tracks, where, path, found)
+        instances.append(_Instance(ann["image_id"], object_id, area))
+    return instances, use_tracks
+
+
+# ---------------------------------------------------------------------------- videos, objects
+
+
+def _lint_video_frames(
+    video_id: Any, frames: list[_ImageEntry], path: Path, found: _Findings
+) -> None:
+    first_with: dict[int, int] = {}
+    for entry in frames:
+        if entry.order is None:
+            continue
+        if entry.order in first_with:
+            found.error(
+                path,
+                f"{entry.where}.{ORDER_FIELDS[0]}",
+                f"frame order {entry.order} "
+                f"appears twice in video {video_id!r} (also image id="
+                f"{first_with[entry.order]}): give each frame a distinct order",
+            )
+        else:
+            first_with[entry.order] = entry.id
+
+
+def _lint_tracks(
+    video_id: Any,
+    frames: list[_ImageEntry],
+    by_image: Mapping[int, list[_Instance]],
+    path: Path,
+    found: _Findings,
+) -> None:
+    """Warn about tracks whose masks are all empty or that are on a single frame."""
+    track_frames: dict[int, set[int]] = defaultdict(set)
+    for entry in frames:
+        for inst in by_image.get(entry.id, ()):
+            if inst.object_id is None or inst.area is None:
+                continue  # already reported
+            frames_of = track_frames[inst.object_id]  # an all-empty track gets an entry too
+            if inst.area > 0:
+                frames_of.add(entry.id)
+    for track, image_ids in sorted(track_frames.items()):
+        where = f"annotations[track_id={track}]"
+        if not image_ids:
+            found.warning(
+                path,
+                where,
+                f"track {track} of video {video_id!r} is empty: all its "
+                "masks have zero area; drop it or fix its masks",
+            )
+        elif len(image_ids) == 1:
+            found.warning(
+                path,
+                where,
+                f"track {track} of video {video_id!r} is on a single "
+                f"frame (image id={min(image_ids)}): nothing to track; check its "
+                "track_id",
+            )
+
+
+def _has_object(image_id: int, by_image: Mapping[int, list[_Instance]]) -> bool:
+    return any(inst.area for inst in by_image.get(image_id, ()))
+
+
+def _lint_videos(
+    entries: Iterable[_ImageEntry],
+    by_image: Mapping[int, list[_Instance]],
+    use_tracks: bool,
+    clip_length: int | None,
+    path: Path,
+    found: _Findings,
+) -> None:
+    videos: dict[Any, list[_ImageEntry]] = defaultdict(list)
+    for entry in entries:
+        if entry.video_id is not None:
+            videos[entry.video_id].append(entry)
+    for video_id, frames in videos.items():
+        _lint_video_frames(video_id, frames, path, found)
+        where = f"images[video_id={video_id}]"
+        if clip_length is not None and len(frames) < clip_length:
+            found.warning(
+                path,
+                where,
+                f"video has {len(frames)} frame(s), fewer than "
+                f"clip_length {clip_length}: it yields no clips",
+            )
+        if not any(_has_object(entry.id, by_image) for entry in frames):
+            found.warning(
+                path,
+                where,
+                "no frame of this video has an object (non-empty mask): it yields no clips",
+            )
+        if use_tracks:
+            _lint_tracks(video_id, frames, by_image, path, found)
+
+
+def _lint_static_images(
+    entries: Iterable[_ImageEntry],
+    by_image: Mapping[int, list[_Instance]],
+    path: Path,
+    found: _Findings,
+) -> None:
+    for entry in entries:
+        if not _has_object(entry.id, by_image):
+            found.warning(
+                path,
+                entry.where,
+                "image has no object (no annotation with a non-empty mask): it yields no clip",
+            )
+
+
+# ---------------------------------------------------------------------------- image files
+
+
+def _image_file_problem(entry: _ImageEntry, path: Path) -> tuple[str, str] | None:
+    """(field, message) when the file is missing, unreadable or not the JSON's size."""
+    if not path.is_file():
+        return "file_name", "image file not found: check the image dir and file_name"
+    try:
+        with Image.open(path) as image:
+            image.load()  # decodes every byte: finds truncated files
+            height, width = image.height, image.width
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        return "file_name", (
+            f"cannot read image ({err}): the file is truncated or not an "
+            "image; re-download or re-export it"
+        )
+    expected = (entry.height, entry.width)
+    if None not in expected and (height, width) != expected:
+        return "height/width", (
+            f"image is {height}x{width} (HxW) but the JSON says {entry.height}x{entry.width}: "
+            "fix height/width (annotations refer to the stored pixels; EXIF orientation is "
+            "not applied)"
+        )
+    return None
+
+
+def _lint_image_files(entries: Iterable[_ImageEntry], image_dir: Path, found: _Findings) -> None:
+    if not image_dir.is_dir():
+        found.error(
+            image_dir,
+            "(image dir)",
+            "image dir not found: pass the folder that the images' file_name paths are relative to",
+        )
+        return
+    named = [entry for entry in entries if entry.file_name is not None]
+    paths = [image_dir / entry.file_name for entry in named]  # type: ignore[operator]
+    with ThreadPoolExecutor(_READ_THREADS) as pool:
+        results = pool.map(_image_file_problem, named, paths)
+        for entry, file, result in zip(named, paths, results, strict=True):
+            if result is not None:
+                found.error(file, f"{entry.where}.{result[0]}", result[1])
+
+
+# ---------------------------------------------------------------------------- entry point
+
+
+def check_coco_dataset(
+    ann_path: Path, image_dir: Path, *, clip_length: int | None = None, read_images: bool = True
+) -> list[Problem]:
+    """Every problem of a COCO-format dataset (video or static images), in a stable order.
+
+    JSON problems first (categories, images, annotations, then per video / per image),
+    then image files (read in full, so truncated files are found; read_images=False skips
+    them). clip_length: warn about videos with fewer frames. Never raises for bad data.
+    """
+    ann_path, image_dir = Path(ann_path), Path(image_dir)
+    found = _Findings()
+    data = _load_coco(ann_path, found)
+    if data is None:
+        return list(found)
+    cats = _lint_categories(data["categories"], ann_path, found)
+    entries = _lint_images(data["images"], ann_path, found)
+    instances, use_tracks = _lint_annotations(data["annotations"], entries, cats, ann_path, found)
+    by_image: dict[int, list[_Instance]] = defaultdict(list)
+    for inst in instances:
+        by_image[inst.image_id].append(inst)
+    if any(entry.video_id is not None for entry in entries.values()):
+        _lint_videos(entries.values(), by_image, use_tracks, clip_length, ann_path, found)
+    else:
+        _lint_static_images(entries.values(), by_image, ann_path, found)
+    if read_images:
+        _lint_image_files(entries.values(), image_dir, found)
+    return list(found)
+
+
+def summary(problems: Iterable[Problem]) -> str:
+    """The linter's last line, e.g. '2 errors, 1 warning'."""
+    problems = list(problems)
+    errors = sum(p.severity == ERROR for p in problems)
+    warnings = len(problems) - errors
+    if not problems:
+        return "no problems found"
+    return f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"

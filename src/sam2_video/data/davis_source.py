@@ -1,0 +1,230 @@
+"""DAVIS-style folders as a clip source: JPEGImages/<video>/*.jpg + Annotations/<video>/*.png.
+
+Each frame's palette PNG (same file stem as its JPEG) holds object indices: 0 background,
+1..254 objects (object id = palette index), 255 void (read as background, as DAVIS does).
+Frames are ordered by stem, numerically when every stem is a number (DAVIS: 00000, 00001...).
+Clips follow the semantics of `coco.video_clips`: sliding windows, objects those on the
+clip's first frame, empty masks where an object is absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from sam2_video.data.clips import Clip, objects_on_first_frame, window_starts
+from sam2_video.data.coco import (
+    SKIP_NO_OBJECT,
+    SKIP_SHORT_VIDEO,
+    read_rgb,
+    resize_frame,
+    resize_mask,
+    target_size,
+)
+from sam2_video.data.davis import FRAME_SUFFIXES, VOID_INDEX, read_palette_png
+
+
+@dataclass(frozen=True)
+class DavisVideo:
+    """One video folder pair; pixels stay on disk until a clip needs them."""
+
+    name: str
+    frame_paths: tuple[Path, ...]  # JPEGs in frame order
+    annotation_paths: tuple[Path, ...]  # the palette PNG of each frame (same stem)
+    frame_size: tuple[int, int]  # (H, W) of every frame
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frame_paths)
+
+
+# ---------------------------------------------------------------------------- folders
+
+
+def _frame_order(path: Path) -> tuple[int, int | str]:
+    return (0, int(path.stem)) if path.stem.isdigit() else (1, path.stem)
+
+
+def _files_by_stem(folder: Path, suffixes: tuple[str, ...], kind: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: folder of {kind} not found")
+    by_stem: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix.lower() in suffixes:
+            if path.stem in by_stem:
+                raise ValueError(f"{path}: two {kind} files share the stem of {by_stem[path.stem]}")
+            by_stem[path.stem] = path
+    if not by_stem:
+        raise ValueError(f"{folder}: no {kind} ({' / '.join(suffixes)} files) in the folder")
+    return by_stem
+
+
+def _matched_frames(jpeg_dir: Path, png_dir: Path) -> list[tuple[Path, Path]]:
+    """(JPEG, PNG) pairs in frame order; a frame without its partner is an error."""
+    jpegs = _files_by_stem(jpeg_dir, FRAME_SUFFIXES, "frames")
+    pngs = _files_by_stem(png_dir, (".png",), "annotations")
+    for stem, path in jpegs.items():
+        if stem not in pngs:
+            raise ValueError(
+                f"{path}: no annotation {png_dir / (stem + '.png')}: every frame needs a "
+                "palette PNG of the same name (object id = palette index)"
+            )
+    for stem, path in pngs.items():
+        if stem not in jpegs:
+            raise ValueError(f"{path}: annotation without a frame {jpeg_dir / (stem + '.jpg')}")
+    return sorted(((jpegs[s], pngs[s]) for s in jpegs), key=lambda pair: _frame_order(pair[0]))
+
+
+def _header_size(path: Path, palette: bool) -> tuple[int, int]:
+    """(H, W) from the file header (no decode); PNGs must be palette images."""
+    try:
+        with Image.open(path) as image:
+            if palette and image.mode != "P":
+                raise ValueError(
+                    f"{path}: annotation must be a palette (mode 'P') PNG of object indices, "
+                    f"got mode {image.mode!r}"
+                )
+            return image.height, image.width
+    except OSError as err:
+        raise ValueError(f"{path}: not a readable image ({err})") from None
+
+
+def _check_sizes(pairs: list[tuple[Path, Path]]) -> tuple[int, int]:
+    size = _header_size(pairs[0][0], palette=False)
+    for jpeg, png in pairs:
+        for path, palette in ((jpeg, False), (png, True)):
+            found = _header_size(path, palette)
+            if found != size:
+                raise ValueError(
+                    f"{path}: size {found[1]}x{found[0]} (WxH) differs from "
+                    f"{size[1]}x{size[0]} of {pairs[0][0]}: frames and annotations of a video "
+                    "must share one size"
+                )
+    return size
+
+
+def _load_video(name: str, jpeg_dir: Path, png_dir: Path) -> DavisVideo:
+    pairs = _matched_frames(jpeg_dir, png_dir)
+    return DavisVideo(
+        name=name,
+        frame_paths=tuple(jpeg for jpeg, _ in pairs),
+        annotation_paths=tuple(png for _, png in pairs),
+        frame_size=_check_sizes(pairs),
+    )
+
+
+def load_davis_videos(
+    root: Path, *, resolution: str | None = None, names: Sequence[str] | None = None
+) -> list[DavisVideo]:
+    """Videos of a DAVIS root, sorted by name (or in the order of `names`).
+
+    resolution: a level folder such as "480p" (official DAVIS: JPEGImages/480p/<video>).
+    names: only these videos (e.g. the lines of ImageSets/2017/train.txt).
+    File headers are read to check pairing, palette mode and sizes; errors name the file.
+    """
+    root = Path(root)
+    jpeg_root, png_root = root / "JPEGImages", root / "Annotations"
+    if resolution is not None:
+        jpeg_root, png_root = jpeg_root / resolution, png_root / resolution
+    for folder in (jpeg_root, png_root):
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"{folder}: not found: a DAVIS root holds JPEGImages/<video>/ and "
+                "Annotations/<video>/ (pass resolution='480p' for the official layout)"
+            )
+    if names is None:
+        names = sorted(p.name for p in jpeg_root.iterdir() if p.is_dir())
+        if not names:
+            raise ValueError(f"{jpeg_root}: no video folders")
+    return [_load_video(name, jpeg_root / name, png_root / name) for name in names]
+
+
+# ---------------------------------------------------------------------------- clips
+
+
+@dataclass(frozen=True)
+class _LoadedFrame:
+    rgb: np.ndarray  # (h, w, 3) uint8, resized
+    masks: dict[int, np.ndarray]  # object id -> (h, w) bool, resized
+    areas: dict[int, int]  # object id -> pixel count at source resolution
+
+
+def _load_frame(video: DavisVideo, index: int, size: tuple[int, int]) -> _LoadedFrame:
+    rgb = read_rgb(video.frame_paths[index], video.frame_size)
+    index_map = read_palette_png(video.annotation_paths[index])  # (H, W) uint8
+    if index_map.shape != video.frame_size:
+        raise ValueError(
+            f"{video.annotation_paths[index]}: size {index_map.shape} (HxW) differs from its "
+            f"frame's {video.frame_size}: re-export the annotation at the frame's size"
+        )
+    ids = [int(i) for i in np.unique(index_map) if i not in (0, VOID_INDEX)]
+    masks = {oid: index_map == oid for oid in ids}
+    return _LoadedFrame(
+        rgb=resize_frame(rgb, size),
+        masks={oid: resize_mask(mask, size) for oid, mask in masks.items()},
+        areas={oid: int(mask.sum()) for oid, mask in masks.items()},
+    )
+
+
+def _choose_objects(
+    first: _LoadedFrame, max_objects: int, min_area: int, rng: np.random.Generator
+) -> list[int]:
+    """Ids of a clip's objects: on its first frame, area >= min_area, at most max_objects."""
+    candidates = sorted(oid for oid, area in first.areas.items() if area >= max(min_area, 1))
+    if not candidates:
+        return []
+    first_masks = np.stack([first.masks[oid] for oid in candidates])[None]  # (1, C, h, w)
+    return [candidates[i] for i in objects_on_first_frame(first_masks, max_objects, rng)]
+
+
+def _stack_clip(name: str, frames: list[_LoadedFrame], object_ids: list[int]) -> Clip:
+    empty = np.zeros(frames[0].rgb.shape[:2], dtype=bool)
+    masks = np.stack(
+        [np.stack([f.masks.get(oid, empty) for oid in object_ids]) for f in frames]
+    )  # (T, O, h, w)
+    return Clip(name, np.stack([f.rgb for f in frames]), masks, tuple(object_ids))
+
+
+def davis_video_clips(
+    video: DavisVideo,
+    clip_length: int,
+    stride: int,
+    max_objects: int,
+    min_area: int,
+    image_size_max_side: int | None,
+    rng: np.random.Generator,
+    on_skip: Callable[[str], None] | None = None,
+) -> Iterator[Clip]:
+    """Sliding-window clips of one DAVIS video, named "<video>__<first frame index:05d>".
+
+    Same semantics as `coco.video_clips`: frames resized (longer side <=
+    image_size_max_side; bilinear frames, pixel-centre nearest masks); objects are the
+    palette indices on the clip's first frame with area >= min_area (source resolution)
+    that survive the resize, at most max_objects drawn with `rng`; an absent object has
+    an empty mask. on_skip(SKIP_SHORT_VIDEO) once for a video shorter than clip_length,
+    on_skip(SKIP_NO_OBJECT) per window without a qualifying object on its first frame.
+    """
+    if max_objects < 1 or min_area < 0:
+        raise ValueError("max_objects must be >= 1 and min_area >= 0")
+    starts = window_starts(video.num_frames, clip_length, stride)
+    if not starts and on_skip is not None:
+        on_skip(SKIP_SHORT_VIDEO)
+    size = target_size(*video.frame_size, image_size_max_side)
+    loaded: dict[int, _LoadedFrame] = {}  # frames of the current window: each decoded once
+    for start in starts:
+        for old in [i for i in loaded if i < start]:
+            del loaded[old]
+        for index in range(start, start + clip_length):
+            if index not in loaded:
+                loaded[index] = _load_frame(video, index, size)
+        object_ids = _choose_objects(loaded[start], max_objects, min_area, rng)
+        if not object_ids:
+            if on_skip is not None:
+                on_skip(SKIP_NO_OBJECT)
+            continue
+        frames = [loaded[start + t] for t in range(clip_length)]
+        yield _stack_clip(f"{video.name}__{start:05d}", frames, object_ids)
