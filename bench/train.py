@@ -71,7 +71,7 @@ def _pair(name: str, model: str, size: int, frames: int, clips: int, **kw) -> li
     return [base, replace(base, name=f"{name}-points+7", kind="points", clicks=7)]
 
 
-TINY = _pair("tiny-128px", "tiny", 128, 4, 2)
+TINY = _pair("tiny-128px", "tiny", 128, 4, 2, steps=20)  # ~0.1 s steps: more for a stable median
 LARGE = _pair("hiera_t-256px", "sam2.1_hiera_tiny", 256, 5, 1)
 GPU = [
     sc
@@ -238,7 +238,7 @@ class Trainer:
         sync()
         start = time.perf_counter()
         self.opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.sc.amp):
+        with torch.autocast(self.sc.device, dtype=torch.bfloat16, enabled=self.sc.amp):
             parts = self.step()
         parts["total"].backward()
         self.opt.step()
@@ -290,7 +290,8 @@ def spawn(child: str, sc: Scenario, seed: int) -> dict:
     """Run `child` ("time", "ours" or "theirs") for `sc` in a fresh interpreter."""
     cmd = [sys.executable, "-m", "bench.train", "--child", child, "--scenario", sc.name,
            "--seed", str(seed)]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    repo = Path(__file__).resolve().parent.parent  # so that `-m bench.train` imports
+    done = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{child} on {sc.name} failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -338,7 +339,8 @@ def describe(sc: Scenario) -> str:
     n = sc.clips * sc.objects_per_clip
     prompt = "mask" if sc.kind == "mask" else f"1 point + {sc.clicks} correction clicks"
     return (f"{sc.model} {sc.image_size}px, {sc.frames} frames, {sc.clips} clip(s) x "
-            f"{sc.objects_per_clip} objects ({n}), {prompt} on frame 0")  # fmt: skip
+            f"{sc.objects_per_clip} objects ({n}), {prompt} on frame 0; "
+            f"{sc.steps} timed steps")  # fmt: skip
 
 
 def machine_line(threads: int, load_before: tuple[float, ...]) -> str:
@@ -352,7 +354,7 @@ def report(cpu_rows: list[Row], gpu_rows: list[Row], command: str, machine: str)
     lines = [
         f"Command: `{command}` ({time.strftime('%Y-%m-%d %H:%M')}); {machine}.",
         f"Step = forward + loss + backward + AdamW over {' + '.join(TRAINABLE)}. Median of "
-        f"{sc.steps} timed steps after {sc.warmup} warm-up steps, the two variants' steps "
+        f"the timed steps after {sc.warmup} warm-up steps, the two variants' steps "
         f"interleaved in one process; memory from a separate process per variant. "
         f"Goal: ours/theirs <= {GOAL_RATIO}.",
         "",

@@ -9,6 +9,7 @@ Run it under torchrun for several processes (DDP): gloo on CPU, nccl on GPU.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -31,6 +32,7 @@ def settings_from(p: Params) -> fit.FitSettings:
         steps=t.steps, lr=p.lr, batch_size=t.batch_size, grad_accum=t.grad_accum,
         weight_decay=t.weight_decay, warmup_steps=t.warmup_steps, min_lr_ratio=t.min_lr_ratio,
         grad_clip=t.grad_clip, image_size=t.image_size, seed=p.seed,
+        lr_scale=tuple(sorted(t.lr_scale.items())),
         prompts=rollout.PromptConfig(
             prob_mask=t.prob_mask, prob_points=t.prob_points, prob_box=t.prob_box,
             num_pos_points=t.num_pos_points, include_center=t.include_center,
@@ -52,8 +54,17 @@ def pick_device(name: str, local_rank: int) -> torch.device:
     return torch.device(name)
 
 
+def relaunch_under_torchrun(nproc: int) -> None:
+    """Replace this process by torchrun running this script on `nproc` processes."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", __file__]  # fmt: skip
+    os.execvp(cmd[0], cmd)
+
+
 def main() -> None:
     p = load_params()
+    if p.train.nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
+        relaunch_under_torchrun(p.train.nproc_per_node)
     world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(p.train.device, local_rank)

@@ -9,6 +9,7 @@ def settings(**overrides) -> fit.FitSettings:
         return fit.FitSettings(
             steps=steps, lr=lr, batch_size=2, grad_accum=1, weight_decay=0.0,
             warmup_steps=warmup_steps, min_lr_ratio=0.1, grad_clip=1.0, image_size=128, seed=0,
+            lr_scale=(),
             prompts=rollout.PromptConfig(), loss_weights=losses.LossWeights(), amp=False,
             num_workers=0, checkpoint_every=10, val_every=10, val_clips=1,
             early_stop_patience=0, **rest,
@@ -107,3 +108,17 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     fit.fit(resumed, clips, clips[:1], s, tmp_path / "r.pt", None, torch.device("cpu"), "x")
     for k, v in fit.trainable_state(ref).items():
         assert torch.equal(v, fit.trainable_state(resumed)[k]), k
+
+
+def test_param_groups_carry_per_module_lr_factors(tiny_model):
+    from sam2_video.model import build
+
+    build.set_trainable(tiny_model, ["memory_attention", "memory_encoder"])
+    groups = fit.param_groups(tiny_model, {"memory_encoder": 0.5})
+    assert [(g["name"], g["scale"]) for g in groups] == [
+        ("memory_attention", 1.0),
+        ("memory_encoder", 0.5),
+    ]
+    assert sum(len(g["params"]) for g in groups) == sum(
+        p.requires_grad for p in tiny_model.parameters()
+    )

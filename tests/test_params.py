@@ -59,3 +59,12 @@ def test_describe_lists_every_leaf_with_help():
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         P.load_params(tmp_path / "nope.yaml")
+
+
+def test_lr_scale_is_a_mapping_of_trainable_modules(tmp_path):
+    p = P.load_params(write(tmp_path, "train:\n  lr_scale: {memory_encoder: 0.5}\n"))
+    assert p.train.lr_scale == {"memory_encoder": 0.5}
+    with pytest.raises(ValueError, match="image_encoder"):
+        P.load_params(write(tmp_path, "train:\n  lr_scale: {image_encoder: 0.5}\n"))
+    with pytest.raises(ValueError, match="train.lr_scale.memory_encoder: expected float"):
+        P.load_params(write(tmp_path, "train:\n  lr_scale: {memory_encoder: fast}\n"))

@@ -42,6 +42,7 @@ class FitSettings:
     grad_clip: float
     image_size: int
     seed: int
+    lr_scale: tuple[tuple[str, float], ...]  # (top-level module, factor); others 1
     prompts: rollout.PromptConfig
     loss_weights: losses.LossWeights
     amp: bool
@@ -109,6 +110,16 @@ def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
 def step_seed(seed: int, step: int, rank: int) -> int:
     state = np.random.SeedSequence([seed, step, rank]).generate_state(2, dtype=np.uint32)
     return int(state[0]) << 32 | int(state[1])
+
+
+def param_groups(model: torch.nn.Module, lr_scale: dict[str, float]) -> list[dict]:
+    """One AdamW group per trainable top-level module, each with its lr factor."""
+    groups: dict[str, list] = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            groups.setdefault(name.split(".")[0], []).append(param)
+    return [{"params": ps, "scale": lr_scale.get(mod, 1.0), "name": mod}
+            for mod, ps in sorted(groups.items())]  # fmt: skip
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -182,7 +193,8 @@ def fit(model, train_reader, val_reader, settings: FitSettings, checkpoint: Path
     world = dist.get_world_size() if dist.is_initialized() else 1
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+    opt = torch.optim.AdamW(param_groups(model, dict(s.lr_scale)), lr=s.lr,
+                            weight_decay=s.weight_decay)  # fmt: skip
     forward = ClipForward(model, s)
     if world > 1:
         forward = torch.nn.parallel.DistributedDataParallel(forward, find_unused_parameters=True)
@@ -232,7 +244,7 @@ def fit(model, train_reader, val_reader, settings: FitSettings, checkpoint: Path
 
         lr = s.lr * lr_factor(run.step, s)
         for group in opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["scale"]
         if s.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
         opt.step()

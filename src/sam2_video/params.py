@@ -8,6 +8,7 @@ before any work, naming the key.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -25,7 +26,7 @@ def _f(default: Any, help: str, check: str | None = None) -> Any:
     meta = {"help": help, "check": check}
     if isinstance(default, list | tuple | dict):
         value = tuple(default) if isinstance(default, list | tuple) else default
-        return field(default_factory=lambda: value, metadata=meta)
+        return field(default_factory=lambda: copy.copy(value), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -105,6 +106,9 @@ class TrainParams:
     trainable_modules: tuple[str, ...] = _f(
         ["memory_attention", "memory_encoder"], "top-level modules that are trained"
     )
+    lr_scale: dict[str, float] = _f(
+        {}, "per-module learning-rate factors, e.g. {memory_encoder: 0.5} (others: 1)"
+    )
     weight_decay: float = _f(0.01, "AdamW weight decay", ">=0")
     warmup_steps: int = _f(30, "linear warm-up steps before the cosine decay", ">=0")
     min_lr_ratio: float = _f(0.1, "final learning rate as a fraction of lr", "0..1")
@@ -124,6 +128,7 @@ class TrainParams:
     loss_temporal: float = _f(0.0, "weight of the temporal-consistency loss", ">=0")
     use_focal: bool = _f(True, "focal loss for masks (false: plain BCE)")
     device: str = _f("auto", "auto, cpu, cuda or cuda:N")
+    nproc_per_node: int = _f(1, "processes (GPUs) per node; >1 runs the stage under torchrun", ">0")
     amp: bool = _f(True, "bfloat16 autocast on GPU (ignored on CPU)")
     num_workers: int = _f(0, "DataLoader worker processes", ">=0")
     checkpoint_every: int = _f(100, "steps between resumable checkpoints", ">0")
@@ -204,6 +209,11 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             raise ValueError(f"{key}: expected a section (mapping), got {value!r}")
         return _build(hint, value, key + ".")
     origin = typing.get_origin(hint)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{key}: expected a mapping, got {value!r}")
+        value_hint = typing.get_args(hint)[1]
+        return {str(k): _coerce(value_hint, v, f"{key}.{k}") for k, v in value.items()}
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise ValueError(f"{key}: expected a list, got {value!r}")
@@ -244,6 +254,9 @@ def _check_cross_fields(p: Params) -> None:
         raise ValueError("fetch.synthetic.min_objects must be <= fetch.synthetic.max_objects")
     if t.image_size % 16:
         raise ValueError(f"train.image_size: {t.image_size} must be a multiple of 16")
+    unknown = sorted(set(t.lr_scale) - set(t.trainable_modules))
+    if unknown:
+        raise ValueError(f"train.lr_scale: {unknown} are not in train.trainable_modules")
     if not p.evaluate.prompts:
         raise ValueError("evaluate.prompts: list at least one prompt type")
 

@@ -36,9 +36,9 @@ class Domain:
 
 
 DOMAINS = {
-    "source": Domain(alike=False, speed=(0.0, 0.02), jitter=0.08, occluder_prob=0.0,
+    "source": Domain(alike=False, speed=(0.0, 0.02), jitter=0.03, occluder_prob=0.0,
                      leave_frame=False),
-    "target": Domain(alike=True, speed=(0.02, 0.045), jitter=0.0, occluder_prob=0.5,
+    "target": Domain(alike=True, speed=(0.015, 0.035), jitter=0.0, occluder_prob=0.3,
                      leave_frame=True),
 }  # fmt: skip
 
@@ -84,19 +84,25 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.broadcast_to(img, (h, w, 3)).astype(np.float32)
 
 
+def _hue_colour(hue: float) -> np.ndarray:
+    """A saturated RGB colour (0..255) for a hue in [0, 1)."""
+    return 255 * np.clip(np.abs((hue * 6 + np.array([0, 4, 2])) % 6 - 3) - 1, 0, 1)
+
+
 def _object_styles(rng: np.random.Generator, n: int, alike: bool):
-    """Per object: (shape, RGB colour, radius as a fraction of the frame)."""
-    if alike:
-        shape, color, radius = SHAPES[rng.integers(len(SHAPES))], rng.uniform(0, 255, 3), 0.11
-        return [(shape, color + rng.normal(0, 4, 3), radius * rng.uniform(0.95, 1.05))
-                for _ in range(n)]  # fmt: skip
-    hues = rng.permutation(len(SHAPES))
-    base = rng.uniform(0, 1)
+    """Per object: (shape, RGB colour, radius as a fraction of the frame).
+
+    Both domains draw shapes, colours and sizes from the same distributions, so a model
+    that segments one segments the other; only whether objects of a video differ changes.
+    """
+    shapes = rng.permutation(len(SHAPES))
+    base_hue = rng.uniform(0, 1)
     styles = []
     for i in range(n):
-        hue = (base + i / n) % 1.0
-        color = 255 * np.clip(np.abs((hue * 6 + np.array([0, 4, 2])) % 6 - 3) - 1, 0, 1)
-        styles.append((SHAPES[hues[i % len(SHAPES)]], color, rng.uniform(0.08, 0.14)))
+        hue = base_hue if alike else (base_hue + i / n) % 1.0
+        shape = SHAPES[shapes[0] if alike else shapes[i % len(SHAPES)]]
+        radius = 0.11 * rng.uniform(0.95, 1.05) if alike else rng.uniform(0.08, 0.14)
+        styles.append((shape, _hue_colour(hue), radius))
     return styles
 
 

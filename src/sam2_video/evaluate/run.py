@@ -33,13 +33,18 @@ def score_models(models: dict, clips, prompts, image_size: int, on_prediction=No
 
 
 def headline_metrics(scores: dict, prompts) -> dict[str, float]:
-    """Flat names for `dvc exp show`: jf, j, f, dice (fine-tuned, mean over prompt types),
-    their `_base` twins, `jf_gain`, and per-prompt `jf_<prompt>` / `jf_base_<prompt>`."""
+    """Flat names for `dvc exp show`.
+
+    `jf`, `j`, `f`, `dice` (fine-tuned) and their `_base` twins are scored with the first
+    prompt type of evaluate.prompts — by default the first-frame mask, the DAVIS-2017
+    semi-supervised protocol; `jf_gain` is their difference. Every prompt type also gets
+    `jf_<prompt>`, `jf_base_<prompt>` and `jf_gain_<prompt>`.
+    """
     out: dict[str, float] = {}
     for model, suffix in (("finetuned", ""), ("base", "_base")):
         per_prompt = {p: metrics.summarize(scores[model][p]) for p in prompts}
         for key in metrics.METRIC_KEYS:
-            out[f"{key}{suffix}"] = float(np.mean([per_prompt[p][key] for p in prompts]))
+            out[f"{key}{suffix}"] = per_prompt[prompts[0]][key]
         for p in prompts:
             out[f"jf{suffix}_{p}"] = per_prompt[p]["jf"]
     out["jf_gain"] = out["jf"] - out["jf_base"]

@@ -83,10 +83,11 @@ def step_losses(
     obj = F.binary_cross_entropy_with_logits(
         object_score_logits[:, 0].float(), present, reduction="sum"
     )
+    # SAM2.1's training config (supervise_all_iou) trains the IoU head on every output mask
     return {
         "mask": (mask[rows, best] * present).sum(),
         "dice": (dice[rows, best] * present).sum(),
-        "iou": (iou[rows, best] * present).sum(),
+        "iou": (iou.mean(dim=1) * present).sum(),
         "object_score": obj,
     }
 
