@@ -196,6 +196,25 @@ def _run_check(args: argparse.Namespace) -> int:
     return 1 if any(p.severity == ERROR for p in problems) else 0
 
 
+def _add_repro_check_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("repo_dir", type=Path, nargs="?", default=Path("."),
+                        help="the project, after `dvc repro` (default: .)")  # fmt: skip
+    parser.add_argument("--tolerance", type=float, required=True,
+                        help="largest absolute difference allowed per metric")  # fmt: skip
+    parser.add_argument("--ref", default="HEAD", help="git ref of the committed run")
+
+
+def _run_repro_check(args: argparse.Namespace) -> int:
+    from sam2_video.repro_check import check_reproduction
+
+    problems = check_reproduction(args.repo_dir, args.tolerance, ref=args.ref)
+    for problem in problems:
+        print(problem)
+    verdict = f"{len(problems)} problem(s)" if problems else "reproduces"
+    print(f"repro-check against {args.ref} (metric tolerance {args.tolerance}): {verdict}")
+    return 1 if problems else 0
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
     "check": Subcommand(
         help="lint a COCO-format dataset: every problem as file:field: severity: message "
@@ -222,6 +241,12 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         help="track the objects of a first-frame mask through a folder of frames",
         add_arguments=_add_predict_arguments,
         run=_run_predict,
+    ),
+    "repro-check": Subcommand(
+        help="after `dvc repro`: data outputs hash-equal to the committed dvc.lock, metrics "
+        "within a tolerance, nothing left to run (exit 1 on problems)",
+        add_arguments=_add_repro_check_arguments,
+        run=_run_repro_check,
     ),
 }
 
