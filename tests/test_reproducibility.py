@@ -150,6 +150,7 @@ def wait_for_queue(root: Path, timeout_s: float = 400) -> str:
 
 @pytest.mark.slow
 def test_queued_sweep_runs_on_two_workers_and_exp_show_compares(committed):
+    """Runs last of the tests on `committed`: `dvc exp apply` changes its workspace."""
     run(["dvc", "exp", "run", "--queue", "-S", "lr=1e-4,3e-4"], committed)
     try:
         run(["dvc", "queue", "start", "-j", "2"], committed)
@@ -169,8 +170,6 @@ def test_queued_sweep_runs_on_two_workers_and_exp_show_compares(committed):
     assert yaml.safe_load((committed / "params.yaml").read_text())["lr"] == 1e-4
     applied = json.loads((committed / "metrics/eval.json").read_text())
     assert applied["jf"] == pytest.approx(float(experiments[low_lr]["jf"]))
-    run(["git", "checkout", "-q", "--", "."], committed)  # back to the committed run
-    run(["dvc", "checkout", "--force"], committed)
 
 
 @pytest.fixture(scope="module")
@@ -265,3 +264,8 @@ def test_missing_key_and_uncommitted_file_are_problems(metrics_repo):
     assert missing == ["val.nan", "val.split", "val.steps"]
     absent = repro_check.metrics_problems(metrics_repo, "train", "m/train.json", "HEAD", 1.0)
     assert len(absent) == 1 and "not committed at HEAD" in absent[0].message
+
+
+def test_unknown_ref_is_an_error_naming_it(metrics_repo):
+    with pytest.raises(ValueError, match="no-such-ref"):
+        repro_check.metrics_problems(metrics_repo, "evaluate", "m/eval.json", "no-such-ref", 1.0)

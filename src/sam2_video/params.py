@@ -100,7 +100,7 @@ class ShardParams:
 class TrainParams:
     model: str = _f("tiny", "model: tiny, sam2.1_hiera_{tiny,small,base_plus,large}, or a YAML")
     image_size: int = _f(128, "square model input size (multiple of 16)", ">0")
-    steps: int = _f(600, "optimizer steps; 0 = evaluate the base model only", ">=0")
+    steps: int = _f(300, "optimizer steps; 0 = evaluate the base model only", ">=0")
     batch_size: int = _f(4, "clips per step (per process)", ">0")
     grad_accum: int = _f(1, "micro-batches accumulated per optimizer step", ">0")
     trainable_modules: tuple[str, ...] = _f(
@@ -113,9 +113,9 @@ class TrainParams:
     warmup_steps: int = _f(30, "linear warm-up steps before the cosine decay", ">=0")
     min_lr_ratio: float = _f(0.1, "final learning rate as a fraction of lr", "0..1")
     grad_clip: float = _f(1.0, "max gradient norm (0 disables clipping)", ">=0")
-    prob_mask: float = _f(0.5, "probability of a mask prompt on conditioning frames", "0..1")
-    prob_points: float = _f(0.25, "probability of point prompts", "0..1")
-    prob_box: float = _f(0.25, "probability of a box prompt", "0..1")
+    prob_mask: float = _f(1.0, "probability of a mask prompt on conditioning frames", "0..1")
+    prob_points: float = _f(0.0, "probability of point prompts", "0..1")
+    prob_box: float = _f(0.0, "probability of a box prompt", "0..1")
     num_pos_points: int = _f(1, "positive points per object for point prompts", ">0")
     include_center: bool = _f(False, "make the first point the object's centre")
     box_jitter: float = _f(0.1, "box sides move by up to this fraction of the box size", ">=0")
@@ -132,7 +132,7 @@ class TrainParams:
     amp: bool = _f(True, "bfloat16 autocast on GPU (ignored on CPU)")
     num_workers: int = _f(0, "DataLoader worker processes", ">=0")
     checkpoint_every: int = _f(100, "steps between resumable checkpoints", ">0")
-    val_every: int = _f(100, "steps between validations (J&F on a few val clips)", ">0")
+    val_every: int = _f(50, "steps between validations (J&F on a few val clips)", ">0")
     val_clips: int = _f(8, "validation clips scored during training", ">0")
     early_stop_patience: int = _f(
         0, "stop after this many validations without gain (0: off)", ">=0"

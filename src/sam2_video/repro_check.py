@@ -54,6 +54,8 @@ def check_reproduction(
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     repo = Path(repo_dir)
+    if not (repo / "dvc.yaml").is_file():
+        raise FileNotFoundError(f"{repo / 'dvc.yaml'}: not found; pass the project's root")
     committed_lock = _committed_yaml(repo, ref, "dvc.lock")
     if committed_lock is None:
         return [Problem("*", "dvc.lock", f"not committed at {ref}: run `dvc repro`, then "
@@ -265,7 +267,12 @@ def _git_show(repo: Path, ref: str, path: str) -> str | None:
     """The text of `path` (relative to `repo`) at `ref`, or None if it is not committed."""
     out = subprocess.run(["git", "show", f"{ref}:./{path}"], cwd=repo, capture_output=True,
                          text=True)  # fmt: skip
-    return out.stdout if out.returncode == 0 else None
+    if out.returncode == 0:
+        return out.stdout
+    if "does not exist in" in out.stderr or "exists on disk, but not in" in out.stderr:
+        return None
+    # not a git repository, or no such ref: nothing to compare against
+    raise ValueError(f"`git show {ref}:{path}` failed in {repo}: {out.stderr.strip()}")
 
 
 def _cache_dir(repo: Path) -> Path:
