@@ -41,11 +41,11 @@ clean-venv:
 	rm -rf $(VENV)
 
 # CI's reproducibility proof: the default pipeline in a clean clone of HEAD (no data, no cache),
-# then data outputs hash-exact and metrics within 0.05 of the committed dvc.lock and metrics
-# (why 0.05: README, "Experiments and reproducibility").
+# then data outputs hash-exact and metrics within 0.02 of the committed dvc.lock and metrics
+# (why 0.02: README, "Experiments and reproducibility").
 .PHONY: repro-check
 repro-check: setup
 	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	git clone -q "$(CURDIR)" "$$tmp/clone" && cd "$$tmp/clone" && \
 	export PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PYTHONPATH="$$tmp/clone/src" && \
-	dvc repro && python -m sam2_video.cli repro-check --tolerance 0.05
+	dvc repro && python -m sam2_video.cli repro-check --tolerance 0.02

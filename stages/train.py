@@ -94,7 +94,9 @@ def main() -> None:
         MODEL.mkdir(parents=True, exist_ok=True)
         build.save_checkpoint(model, MODEL / "sam2_finetuned.pt")
         build.save_model_config(cfg, MODEL / "sam2_model.yaml")
-        write_json_atomic(MODEL / "train_summary.json", summary)
+        # wall-clock seconds stay out of the model folder, so equal weights hash equal
+        write_json_atomic(MODEL / "train_summary.json",
+                          {k: v for k, v in summary.items() if k != "seconds"})  # fmt: skip
         live.summary.update(summary)
         live.make_summary()
         live.end()

@@ -104,8 +104,12 @@ class TrainParams:
     batch_size: int = _f(4, "clips per step (per process)", ">0")
     grad_accum: int = _f(1, "micro-batches accumulated per optimizer step", ">0")
     trainable_modules: tuple[str, ...] = _f(
-        ["memory_attention", "memory_encoder"], "top-level modules that are trained"
-    )
+        [
+            "memory_attention", "memory_encoder", "obj_ptr_proj", "obj_ptr_tpos_proj",
+            "no_obj_ptr", "no_obj_embed_spatial", "maskmem_tpos_enc",
+        ],
+        "top-level modules trained: the memory modules and object-pointer projections",
+    )  # fmt: skip
     lr_scale: dict[str, float] = _f(
         {}, "per-module learning-rate factors, e.g. {memory_encoder: 0.5} (others: 1)"
     )
@@ -124,7 +128,9 @@ class TrainParams:
     loss_mask: float = _f(20.0, "weight of the focal (or BCE) mask loss", ">=0")
     loss_dice: float = _f(1.0, "weight of the dice loss", ">=0")
     loss_iou: float = _f(1.0, "weight of the IoU-prediction loss", ">=0")
-    loss_object_score: float = _f(1.0, "weight of the object-score loss", ">=0")
+    loss_object_score: float = _f(
+        10.0, "weight of the object-score loss (SAM2: 1; the tiny demo needs 10, see README)", ">=0"
+    )
     loss_temporal: float = _f(0.0, "weight of the temporal-consistency loss", ">=0")
     use_focal: bool = _f(True, "focal loss for masks (false: plain BCE)")
     device: str = _f("auto", "auto, cpu, cuda or cuda:N")
@@ -155,7 +161,7 @@ class RenderParams:
 @dataclass(frozen=True)
 class Params:
     seed: int = _f(0, "seed of training and evaluation randomness")
-    lr: float = _f(3e-4, "peak learning rate of the trainable modules", ">0")
+    lr: float = _f(1e-4, "peak learning rate of the trainable modules", ">0")
     fetch: FetchParams = field(default_factory=FetchParams, metadata={"help": ""})
     shard: ShardParams = field(default_factory=ShardParams, metadata={"help": ""})
     train: TrainParams = field(default_factory=TrainParams, metadata={"help": ""})

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -58,7 +59,7 @@ def check_reproduction(
         raise FileNotFoundError(f"{repo / 'dvc.yaml'}: not found; pass the project's root")
     committed_lock = _committed_yaml(repo, ref, "dvc.lock")
     if committed_lock is None:
-        return [Problem("*", "dvc.lock", f"not committed at {ref}: run `dvc repro`, then "
+        return [Problem("(all)", "dvc.lock", f"not committed at {ref}: run `dvc repro`, then "
                                          "commit dvc.lock and the metrics")]  # fmt: skip
     problems = workspace_problems(repo)
     current_lock = _read_yaml(repo / "dvc.lock")
@@ -99,7 +100,11 @@ def _status_entries(entries: list) -> list[tuple[str, str, str]]:
             continue
         for what, files in entry.items():
             changed = files.items() if isinstance(files, dict) else [("dvc.yaml", str(files))]
-            rows += [(path, what, state) for path, state in changed]
+            for path, state in changed:
+                if isinstance(state, dict):  # params: {"params.yaml": {"lr": "modified"}}
+                    rows += [(f"{path}:{key}", what, str(v)) for key, v in state.items()]
+                else:
+                    rows.append((path, what, str(state)))
     return rows
 
 
@@ -265,8 +270,9 @@ def _committed_yaml(repo: Path, ref: str, path: str) -> dict | None:
 
 def _git_show(repo: Path, ref: str, path: str) -> str | None:
     """The text of `path` (relative to `repo`) at `ref`, or None if it is not committed."""
-    out = subprocess.run(["git", "show", f"{ref}:./{path}"], cwd=repo, capture_output=True,
-                         text=True)  # fmt: skip
+    english = {**os.environ, "LC_ALL": "C"}  # the messages below are matched in English
+    cmd = ["git", "show", f"{ref}:./{path}"]
+    out = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=english)
     if out.returncode == 0:
         return out.stdout
     if "does not exist in" in out.stderr or "exists on disk, but not in" in out.stderr:
