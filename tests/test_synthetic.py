@@ -5,14 +5,14 @@ from sam2_video.data import synthetic
 
 
 def test_written_coco_masks_equal_the_rendered_visible_masks(tmp_path):
-    spec = synthetic.SyntheticSpec("target", 2, 6, (2, 3), 64, seed=5)
+    spec = synthetic.SyntheticSpec("target", 4, 6, (3, 4), 64, seed=5)
     synthetic.write_coco_video(spec, tmp_path / "ds")
     coco = COCO(str(tmp_path / "ds" / "annotations.json"))
     # re-render the same scenes with the same generator sequence
     rng = np.random.default_rng(5)
     kinds = set()
-    for v in range(2):
-        n = int(rng.integers(2, 4))
+    for v in range(4):
+        n = int(rng.integers(3, 5))
         scene = synthetic.render_scene(rng, synthetic.DOMAINS["target"], 6, n, 64)
         for f in range(6):
             img = next(i for i in coco.dataset["images"]

@@ -161,7 +161,7 @@ class RenderParams:
 @dataclass(frozen=True)
 class Params:
     seed: int = _f(0, "seed of training and evaluation randomness")
-    lr: float = _f(1e-4, "peak learning rate of the trainable modules", ">0")
+    lr: float = _f(2e-4, "peak learning rate of the trainable modules", ">0")
     fetch: FetchParams = field(default_factory=FetchParams, metadata={"help": ""})
     shard: ShardParams = field(default_factory=ShardParams, metadata={"help": ""})
     train: TrainParams = field(default_factory=TrainParams, metadata={"help": ""})
