@@ -92,7 +92,9 @@ def test_exp_run_with_lr_reruns_only_train_evaluate_render(project):
     run(["git", "commit", "-qm", "baseline run"], project)
     out = run(["dvc", "exp", "run", "-S", "lr=1e-4"], project)
     ran = {line.split("'")[1] for line in out.stdout.splitlines() if "Running stage" in line}
-    assert ran == {"train", "evaluate", "render"}
+    # render re-runs only when the predictions changed (DVC skips it on identical inputs; with
+    # 3 training steps they may well be identical); fetch and shard must never re-run
+    assert {"train", "evaluate"} <= ran <= {"train", "evaluate", "render"}
     show = run(["dvc", "exp", "show", "--csv"], project).stdout
     header = show.splitlines()[0].split(",")
     assert {"lr", "jf", "jf_base", "jf_gain"} <= set(header)
