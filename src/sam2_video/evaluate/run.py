@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from sam2_video.data import davis
 from sam2_video.evaluate import metrics
 from sam2_video.evaluate.predict import predict_clip
 from sam2_video.model import build
@@ -19,13 +20,23 @@ def load_model(config_path: Path, checkpoint: Path):
     return model.eval(), int(cfg.model.image_size)
 
 
+def as_index_maps(masks: np.ndarray) -> np.ndarray:
+    """(T, O, H, W) -> the same, made non-overlapping as a DAVIS palette PNG stores them.
+
+    Predictions are scored in the form they are written (one object a pixel, later object
+    wins), so `sam2-video score` on the written PNGs gives evaluate's numbers exactly.
+    """
+    maps = np.stack([davis.masks_to_index_map(frame) for frame in masks])  # (T, H, W)
+    return davis.index_maps_to_masks(maps, range(1, masks.shape[1] + 1))
+
+
 def score_models(models: dict, clips, prompts, image_size: int, on_prediction=None) -> dict:
     """{model: {prompt: [per-clip score dicts]}}; on_prediction(model, prompt, clip, masks)."""
     scores = {m: {p: [] for p in prompts} for m in models}
     for clip in tqdm(clips, desc="evaluate", mininterval=5):
         for name, model in models.items():
             for prompt in prompts:
-                pred = predict_clip(model, clip, prompt, image_size)
+                pred = as_index_maps(predict_clip(model, clip, prompt, image_size))
                 scores[name][prompt].append(metrics.score_clip(clip.masks, pred))
                 if on_prediction is not None:
                     on_prediction(name, prompt, clip, pred)
