@@ -192,7 +192,8 @@ def _image_order(image: Mapping[str, Any], path: Path) -> int:
     )
 
 
-def _check_image(image: Any, index: int, path: Path) -> None:
+def check_image_fields(image: Any, index: int, path: Path) -> str:
+    """Checks shared by every COCO image entry (id, file_name, size); returns 'where' text."""
     if not isinstance(image, dict) or not _is_int(image.get("id")):
         raise ValueError(f"{path}: images[{index}]: field 'id' missing or not an int")
     where = f"{path}: image id={image['id']}"
@@ -205,6 +206,11 @@ def _check_image(image: Any, index: int, path: Path) -> None:
     for key in ("height", "width"):
         if not _is_int(image.get(key)) or image[key] < 1:
             raise ValueError(f"{where}: field '{key}' missing or not a positive int")
+    return where
+
+
+def _check_image(image: Any, index: int, path: Path) -> None:
+    where = check_image_fields(image, index, path)
     if "video_id" not in image or not isinstance(image["video_id"], int | str):
         raise ValueError(
             f"{where}: field 'video_id' missing: this reader takes COCO *video* datasets; "

@@ -38,6 +38,7 @@ from sam2_video.data.coco import (
     _is_int,
     _require_coco,
     _video_name,
+    check_image_fields,
     decode_segmentation,
     read_rgb,
     resize_frame,
@@ -254,18 +255,7 @@ class StaticImage:
 
 
 def _check_static_image(image: Any, index: int, path: Path) -> None:
-    if not isinstance(image, dict) or not _is_int(image.get("id")):
-        raise ValueError(f"{path}: images[{index}]: field 'id' missing or not an int")
-    where = f"{path}: image id={image['id']}"
-    name = image.get("file_name")
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"{where}: field 'file_name' missing or not a string")
-    parts = PurePosixPath(name.replace("\\", "/")).parts
-    if PurePosixPath(name).is_absolute() or ".." in parts:
-        raise ValueError(f"{where}: field 'file_name' {name!r} must be relative to the image dir")
-    for key in ("height", "width"):
-        if not _is_int(image.get(key)) or image[key] < 1:
-            raise ValueError(f"{where}: field '{key}' missing or not a positive int")
+    check_image_fields(image, index, path)
 
 
 def _index_static_images(images: list[Any], path: Path) -> dict[int, dict[str, Any]]:
