@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dvc_project import copy_project, init_git, run
 
-REPO = Path(__file__).resolve().parents[1]
 SMALL = {
     "fetch": {"synthetic": {"train_videos": 3, "val_videos": 2, "num_frames": 6}},
     "shard": {"clip_length": 4, "stride": 2, "workers": 1},
@@ -29,36 +29,11 @@ SMALL = {
 }  # fmt: skip
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    for key, value in extra.items():
-        base[key] = _merge(base[key], value) if isinstance(value, dict) else value
-    return base
-
-
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env["PYTHONPATH"] = str(cwd / "src")  # the copy's code, not the checkout's
-    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and out.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}")
-    return out
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("project")
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO,
-                            capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
-    for rel in listed:
-        if (REPO / rel).is_file():
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, root / rel)
-    params = _merge(yaml.safe_load((root / "params.yaml").read_text()), SMALL)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q", "-b", "main"], root)
-    run(["git", "config", "user.email", "test@example.invalid"], root)
-    run(["git", "config", "user.name", "Pipeline Test"], root)
+    copy_project(root, SMALL)
+    init_git(root, "Pipeline Test")
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "pipeline under test"], root)
     run(["dvc", "repro"], root)

@@ -13,7 +13,6 @@ import csv
 import hashlib
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -22,10 +21,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dvc_project import REPO, copy_project, init_git, run
 
 from sam2_video import repro_check
 
-REPO = Path(__file__).resolve().parents[1]
 REDUCED = {
     "fetch": {"synthetic": {"train_videos": 3, "val_videos": 2, "num_frames": 6}},
     "shard": {"clip_length": 4, "stride": 2, "workers": 1},
@@ -34,33 +33,13 @@ REDUCED = {
     "evaluate": {"max_clips": 2, "prompts": ["mask", "box"]},
     "render": {"num_clips": 1},
 }  # fmt: skip
-# The shipped base weights are a dep of `fetch`; copied even while `make tiny-base` rewrites them.
-SHIPPED = ("src/sam2_video/model/weights",)
 OUTPUTS = ("data/raw", "data/shards", "data/model", "data/eval/predictions", "metrics",
            "plots/gifs")  # fmt: skip
 WALL_CLOCK_FILES = frozenset({"data/model/train_summary.json"})  # carries `seconds`
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    for key, value in extra.items():
-        base[key] = _merge(base[key], value) if isinstance(value, dict) else value
-    return base
-
-
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env["PYTHONPATH"] = str(cwd / "src")  # the copy's code, not the checkout's
-    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and out.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}")
-    return out
-
-
 def git_repo(root: Path) -> None:
-    run(["git", "init", "-q", "-b", "main"], root)
-    run(["git", "config", "user.email", "test@example.invalid"], root)
-    run(["git", "config", "user.name", "Reproducibility Test"], root)
+    init_git(root, "Reproducibility Test")
 
 
 def commit_all(root: Path, message: str) -> None:
@@ -70,23 +49,11 @@ def commit_all(root: Path, message: str) -> None:
     run(["git", "commit", "-qm", message], root)
 
 
-def copy_project(root: Path) -> None:
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO,
-                            capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
-    shipped = [p.relative_to(REPO) for d in SHIPPED for p in (REPO / d).glob("*") if p.is_file()]
-    for rel in {*map(Path, listed), *shipped}:
-        if (REPO / rel).is_file():
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, root / rel)
-    params = _merge(yaml.safe_load((root / "params.yaml").read_text()), REDUCED)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 @pytest.fixture(scope="module")
 def committed(tmp_path_factory) -> Path:
     """A git repo whose HEAD holds the code, dvc.lock and metrics of one reduced run."""
     root = tmp_path_factory.mktemp("committed")
-    copy_project(root)
+    copy_project(root, REDUCED)
     git_repo(root)
     commit_all(root, "code")
     run(["dvc", "repro"], root)

@@ -1,0 +1,50 @@
+"""A copy of this repo in a temporary git repo, for tests that run real DVC end to end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def merge(base: dict, extra: dict) -> dict:
+    """`extra`'s values written into `base`, section by section."""
+    for key, value in extra.items():
+        base[key] = merge(base[key], value) if isinstance(value, dict) else value
+    return base
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run with this interpreter's environment first on PATH and the copy's own src/."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["PYTHONPATH"] = str(cwd / "src")  # the copy's code, not the checkout's
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}")
+    return out
+
+
+def init_git(root: Path, user: str) -> None:
+    """git init with a local identity (CI may have no global one)."""
+    run(["git", "init", "-q", "-b", "main"], root)
+    run(["git", "config", "user.email", "test@example.invalid"], root)
+    run(["git", "config", "user.name", user], root)
+
+
+def copy_project(root: Path, params: dict) -> None:
+    """Tracked and untracked-but-not-ignored files of this checkout, with `params` merged in."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    for rel in listed:
+        if (REPO / rel).is_file():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, root / rel)
+    merged = merge(yaml.safe_load((root / "params.yaml").read_text()), params)
+    (root / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
