@@ -468,16 +468,20 @@ class _FrameWindow:
             del self.frames[old]
 
 
-def _choose_objects(
-    first: _LoadedFrame, max_objects: int, min_area: int, rng: np.random.Generator
+def choose_objects(
+    areas: Mapping[int, int],
+    masks: Mapping[int, np.ndarray],
+    max_objects: int,
+    min_area: int,
+    rng: np.random.Generator,
 ) -> list[int]:
-    """Ids of the objects kept for a clip whose first frame is `first` (ascending)."""
-    candidates = sorted(oid for oid, area in first.areas.items() if area >= max(min_area, 1))
+    """Ids of a clip's objects (ascending): on its first frame, whose `areas` and resized
+    `masks` are given, with area >= min_area, at most max_objects (seeded choice)."""
+    candidates = sorted(oid for oid, area in areas.items() if area >= max(min_area, 1))
     if not candidates:
         return []
-    first_masks = np.stack([first.masks[oid] for oid in candidates])[None]  # (1, C, h, w)
-    chosen = objects_on_first_frame(first_masks, max_objects, rng)
-    return [candidates[i] for i in chosen]
+    first_masks = np.stack([masks[oid] for oid in candidates])[None]  # (1, C, h, w)
+    return [candidates[i] for i in objects_on_first_frame(first_masks, max_objects, rng)]
 
 
 def _stack_clip(
@@ -529,7 +533,8 @@ def video_clips(
     window = _FrameWindow(video, image_size_max_side)
     for start in starts:
         window.drop_before(start)
-        object_ids = _choose_objects(window.get(start), max_objects, min_area, rng)
+        first = window.get(start)
+        object_ids = choose_objects(first.areas, first.masks, max_objects, min_area, rng)
         if not object_ids:
             if on_skip is not None:
                 on_skip(SKIP_NO_OBJECT)

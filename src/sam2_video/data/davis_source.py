@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sam2_video.data.clips import Clip, objects_on_first_frame, window_starts
+from sam2_video.data.clips import Clip, window_starts
 from sam2_video.data.coco import (
     SKIP_NO_OBJECT,
     SKIP_SHORT_VIDEO,
+    choose_objects,
     read_rgb,
     resize_frame,
     resize_mask,
@@ -170,17 +171,6 @@ def _load_frame(video: DavisVideo, index: int, size: tuple[int, int]) -> _Loaded
     )
 
 
-def _choose_objects(
-    first: _LoadedFrame, max_objects: int, min_area: int, rng: np.random.Generator
-) -> list[int]:
-    """Ids of a clip's objects: on its first frame, area >= min_area, at most max_objects."""
-    candidates = sorted(oid for oid, area in first.areas.items() if area >= max(min_area, 1))
-    if not candidates:
-        return []
-    first_masks = np.stack([first.masks[oid] for oid in candidates])[None]  # (1, C, h, w)
-    return [candidates[i] for i in objects_on_first_frame(first_masks, max_objects, rng)]
-
-
 def _stack_clip(name: str, frames: list[_LoadedFrame], object_ids: list[int]) -> Clip:
     empty = np.zeros(frames[0].rgb.shape[:2], dtype=bool)
     masks = np.stack(
@@ -221,7 +211,8 @@ def davis_video_clips(
         for index in range(start, start + clip_length):
             if index not in loaded:
                 loaded[index] = _load_frame(video, index, size)
-        object_ids = _choose_objects(loaded[start], max_objects, min_area, rng)
+        first = loaded[start]
+        object_ids = choose_objects(first.areas, first.masks, max_objects, min_area, rng)
         if not object_ids:
             if on_skip is not None:
                 on_skip(SKIP_NO_OBJECT)
