@@ -8,25 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from coco_rle import compressed_rle, uncompressed_rle
 from PIL import Image
-from pycocotools import mask as mask_utils
 
 from sam2_video import cli
 from sam2_video.data import check
 
 H, W = 20, 30
-
-
-def _compressed_rle(mask: np.ndarray) -> dict:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")}
-
-
-def _uncompressed_rle(mask: np.ndarray) -> dict:
-    flat = mask.flatten(order="F").astype(np.int8)
-    bounds = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]])
-    counts = np.diff(bounds).tolist()
-    return {"size": list(mask.shape), "counts": [0, *counts] if flat[0] else counts}
 
 
 def _rect(top: int = 3, left: int = 4, height: int = 6, width: int = 8) -> np.ndarray:
@@ -76,8 +64,8 @@ def _clean_dataset(root: Path) -> Path:
             name = f"v{video}/{t:03d}.png"
             _write_png(root / name, image_id)
             images.append(_image(image_id, name, video, t))
-            anns.append(_ann(len(anns) + 1, image_id, 100 * video, _compressed_rle(_rect(2, t))))
-            seg = POLYGON if t % 2 else _uncompressed_rle(_rect(10, 10 + t, 5, 5))
+            anns.append(_ann(len(anns) + 1, image_id, 100 * video, compressed_rle(_rect(2, t))))
+            seg = POLYGON if t % 2 else uncompressed_rle(_rect(10, 10 + t, 5, 5))
             anns.append(_ann(len(anns) + 1, image_id, 100 * video + 1, seg))
     return _write(root, {"images": images, "annotations": anns,
                          "categories": [{"id": 1, "name": "thing"}]})  # fmt: skip
@@ -109,14 +97,14 @@ def _defective_dataset(root: Path) -> tuple[Path, set[tuple[str, str, str]]]:
         _image(9, "v3/001.png", 3, 1),  # video 3: 2 frames < clip length 3
         _image(11, "v1/extra.png", None, None),  # no video_id in a video dataset
     ]
-    wrong_size = _compressed_rle(np.zeros((H + 1, W), bool))
-    short_counts = _uncompressed_rle(_rect())
+    wrong_size = compressed_rle(np.zeros((H + 1, W), bool))
+    short_counts = uncompressed_rle(_rect())
     short_counts["counts"][-1] -= 1
-    cut = _compressed_rle(_rect())
+    cut = compressed_rle(_rect())
     cut["counts"] = cut["counts"][:-2]
-    empty = _compressed_rle(np.zeros((H, W), bool))
+    empty = compressed_rle(np.zeros((H, W), bool))
     anns = [
-        _ann(1, 1, 10, _compressed_rle(_rect())),
+        _ann(1, 1, 10, compressed_rle(_rect())),
         _ann(2, 3, 10, POLYGON),  # track 10: frames 1 and 3, fine
         _ann(3, 1, 11, wrong_size),  # RLE size mismatch
         _ann(4, 5, 12, short_counts),  # RLE counts do not sum to h*w

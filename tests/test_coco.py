@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from coco_rle import compressed_rle, uncompressed_rle
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -20,19 +21,6 @@ NUM_FRAMES = 4
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def _compressed_rle(mask: np.ndarray) -> dict:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")}
-
-
-def _uncompressed_rle(mask: np.ndarray) -> dict:
-    """COCO's uncompressed RLE: column-major run lengths, starting with a run of zeros."""
-    flat = mask.flatten(order="F").astype(np.int8)
-    bounds = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]])
-    counts = np.diff(bounds).tolist()
-    return {"size": list(mask.shape), "counts": [0, *counts] if flat[0] else counts}
 
 
 def _rect(top: int, left: int, height: int, width: int) -> np.ndarray:
@@ -81,12 +69,12 @@ def _dataset() -> dict:
     ]  # fmt: skip
     annotations = []
     for t in range(NUM_FRAMES):
-        annotations.append((7, 1, _compressed_rle(_rect(5, 10 + 2 * t, 10, 15)), t))
-        annotations.append((8, 1, _uncompressed_rle(_blob(t)), t))
+        annotations.append((7, 1, compressed_rle(_rect(5, 10 + 2 * t, 10, 15)), t))
+        annotations.append((8, 1, uncompressed_rle(_blob(t)), t))
         if t != 2:  # track 9 is occluded on frame 2
             annotations.append((9, 2, _triangle(t), t))
         if t >= 1:  # track 10 enters on frame 1
-            annotations.append((10, 2, _compressed_rle(_rect(30, 2, 6, 6)), t))
+            annotations.append((10, 2, compressed_rle(_rect(30, 2, 6, 6)), t))
     anns = [
         {"id": k + 1, "image_id": 100 + t, "category_id": cat, "segmentation": segm,
          "track_id": track, "iscrowd": 0}
@@ -131,7 +119,7 @@ def _reference_mask(data: dict, object_id: int, t: int, key: str = "track_id") -
 
 def test_decode_compressed_rle_matches_pycocotools() -> None:
     mask = _blob(3)
-    segm = _compressed_rle(mask)
+    segm = compressed_rle(mask)
     decoded = coco.decode_segmentation(segm, H, W)
     assert decoded.dtype == np.bool_ and decoded.shape == (H, W)
     np.testing.assert_array_equal(decoded, mask_utils.decode(segm).astype(bool))
@@ -140,7 +128,7 @@ def test_decode_compressed_rle_matches_pycocotools() -> None:
 
 def test_decode_uncompressed_rle_matches_pycocotools() -> None:
     mask = _blob(1) | _rect(0, 0, 3, 3)  # starts with a run of ones
-    segm = _uncompressed_rle(mask)
+    segm = uncompressed_rle(mask)
     assert segm["counts"][0] == 0
     decoded = coco.decode_segmentation(segm, H, W)
     np.testing.assert_array_equal(decoded, mask)
@@ -176,7 +164,7 @@ def test_decode_rejects_bad_segmentations(segm: object, message: str) -> None:
 
 
 def test_decode_rejects_compressed_rle_that_falls_short() -> None:
-    short = _compressed_rle(_rect(0, 0, 2, 2))
+    short = compressed_rle(_rect(0, 0, 2, 2))
     short["counts"] = mask_utils.encode(np.asfortranarray(np.ones((2, 2), np.uint8)))["counts"]
     with pytest.raises(ValueError, match="runs sum to 4"):
         coco.decode_segmentation(short, H, W)
@@ -396,9 +384,7 @@ def test_bad_json_names_file_and_field(tmp_path: Path, case: str) -> None:
 
 def test_corrupt_compressed_rle_is_reported_when_decoded(tmp_path: Path) -> None:
     data = _dataset()
-    _first_ann(data)["segmentation"]["counts"] = _compressed_rle(_rect(0, 0, 4, 4)[:8, :8])[
-        "counts"
-    ]
+    _first_ann(data)["segmentation"]["counts"] = compressed_rle(_rect(0, 0, 4, 4)[:8, :8])["counts"]
     ann_path, image_dir = _write_dataset(tmp_path, data)
     (video,) = coco.load_coco_videos(ann_path, image_dir)
     with pytest.raises(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from coco_rle import compressed_rle, uncompressed_rle
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -23,18 +24,6 @@ NO_JITTER = {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0}
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def _compressed_rle(mask: np.ndarray) -> dict:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")}
-
-
-def _uncompressed_rle(mask: np.ndarray) -> dict:
-    flat = mask.flatten(order="F").astype(np.int8)
-    bounds = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]])
-    counts = np.diff(bounds).tolist()
-    return {"size": list(mask.shape), "counts": [0, *counts] if flat[0] else counts}
 
 
 def _rect(top: int, left: int, height: int, width: int) -> np.ndarray:
@@ -131,7 +120,7 @@ def _shift(array: np.ndarray, dy: int, dx: int, fill) -> np.ndarray:
 @pytest.mark.parametrize("max_side", [None, 40])
 def test_identity_motion_gives_resized_image_and_pycocotools_masks(tmp_path, max_side) -> None:
     rgb = _noise()
-    segs = [_compressed_rle(_disc()), TRIANGLE, _uncompressed_rle(_rect(5, 5, 12, 20))]
+    segs = [compressed_rle(_disc()), TRIANGLE, uncompressed_rle(_rect(5, 5, 12, 20))]
     image = _one_image(tmp_path, rgb, [_ann(10 + k, s) for k, s in enumerate(segs)])
     (clip,) = _clips(image, max_side=max_side)
     out_h, out_w = (H, W) if max_side is None else (30, 40)
@@ -192,7 +181,7 @@ def test_rotation_by_90_degrees_about_the_centre() -> None:
 
 def test_translation_only_clip_shifts_image_and_mask_together(tmp_path) -> None:
     rgb = _noise(3)
-    image = _one_image(tmp_path, rgb, [_ann(1, _compressed_rle(_rect(20, 25, 15, 20)))])
+    image = _one_image(tmp_path, rgb, [_ann(1, compressed_rle(_rect(20, 25, 15, 20)))])
     params = dataclasses.replace(STILL, translate=0.1, frame_translate=0.05)
     (clip,) = _clips(image, params, seed=5, length=5)
     shifts = set()
@@ -210,7 +199,7 @@ def test_translation_only_clip_shifts_image_and_mask_together(tmp_path) -> None:
 def test_image_and_mask_stay_aligned_under_random_motion(tmp_path, seed) -> None:
     square = np.zeros((H, W), dtype=bool)
     square[20:36, 30:46] = True
-    image = _one_image(tmp_path, _square_image(), [_ann(1, _compressed_rle(square))])
+    image = _one_image(tmp_path, _square_image(), [_ann(1, compressed_rle(square))])
     params = motion.MotionParams(crop_area=(0.5, 1.0), **NO_JITTER)
     (clip,) = _clips(image, params, seed=seed, length=6)
     for t in range(6):
@@ -234,7 +223,7 @@ def _erode(mask: np.ndarray) -> np.ndarray:
 
 def test_object_pushed_outside_has_empty_mask_not_an_error(tmp_path) -> None:
     image = _one_image(
-        tmp_path, _square_image(20, 2, 10), [_ann(1, _compressed_rle(_rect(20, 2, 10, 10)))]
+        tmp_path, _square_image(20, 2, 10), [_ann(1, compressed_rle(_rect(20, 2, 10, 10)))]
     )
     params = dataclasses.replace(STILL, frame_translate=0.3)
     found = False
@@ -248,7 +237,7 @@ def test_object_pushed_outside_has_empty_mask_not_an_error(tmp_path) -> None:
 
 def test_object_outside_the_first_frame_is_skipped(tmp_path) -> None:
     image = _one_image(
-        tmp_path, _square_image(20, 0, 8), [_ann(1, _compressed_rle(_rect(20, 0, 8, 8)))]
+        tmp_path, _square_image(20, 0, 8), [_ann(1, compressed_rle(_rect(20, 0, 8, 8)))]
     )
     params = dataclasses.replace(STILL, translate=0.5)
     skipped: list[str] = []
@@ -261,7 +250,7 @@ def test_object_outside_the_first_frame_is_skipped(tmp_path) -> None:
 
 
 def test_same_seed_gives_identical_clip_and_another_seed_differs(tmp_path) -> None:
-    image = _one_image(tmp_path, _noise(), [_ann(1, TRIANGLE), _ann(2, _compressed_rle(_disc()))])
+    image = _one_image(tmp_path, _noise(), [_ann(1, TRIANGLE), _ann(2, compressed_rle(_disc()))])
     params = motion.MotionParams(crop_area=(0.6, 1.0))
     (a,), (b,), (c,) = (_clips(image, params, seed=s) for s in (7, 7, 8))
     np.testing.assert_array_equal(a.frames, b.frames)
@@ -270,8 +259,8 @@ def test_same_seed_gives_identical_clip_and_another_seed_differs(tmp_path) -> No
 
 
 def test_max_objects_and_min_area(tmp_path) -> None:
-    segs = [_compressed_rle(_rect(5 + 12 * k, 5, 10, 10)) for k in range(4)]
-    segs.append(_compressed_rle(_rect(50, 70, 2, 2)))  # area 4
+    segs = [compressed_rle(_rect(5 + 12 * k, 5, 10, 10)) for k in range(4)]
+    segs.append(compressed_rle(_rect(50, 70, 2, 2)))  # area 4
     image = _one_image(tmp_path, _noise(), [_ann(k + 1, s) for k, s in enumerate(segs)])
     (clip,) = _clips(image, max_objects=2)
     assert len(clip.object_ids) == 2 and set(clip.object_ids) <= {1, 2, 3, 4, 5}
@@ -281,7 +270,7 @@ def test_max_objects_and_min_area(tmp_path) -> None:
 
 
 def test_crowd_annotations_excluded_unless_asked(tmp_path) -> None:
-    crowd = _ann(2, _uncompressed_rle(_rect(0, 0, 10, 10)), iscrowd=1)
+    crowd = _ann(2, uncompressed_rle(_rect(0, 0, 10, 10)), iscrowd=1)
     path = _write(tmp_path, {"a.png": _noise(), "b.png": _noise(1)}, [_ann(1, TRIANGLE), crowd])
     default = motion.load_coco_images(path, tmp_path)
     assert [i.name for i in default] == ["a", "b"]
