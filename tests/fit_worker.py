@@ -31,13 +31,13 @@ def make_clips(n: int) -> list[Clip]:
     return clips
 
 
-def settings(steps: int, batch: int) -> fit.FitSettings:
+def settings(steps: int, batch: int, feature_cache_mb: int = 64) -> fit.FitSettings:
     return fit.FitSettings(
         steps=steps, lr=1e-3, batch_size=batch, grad_accum=1, weight_decay=0.0, warmup_steps=1,
         min_lr_ratio=0.1, grad_clip=0.0, image_size=64, seed=0, lr_scale=(),
         prompts=rollout.PromptConfig(prob_mask=1.0, prob_points=0.0, prob_box=0.0),
         loss_weights=losses.LossWeights(), amp=False, num_workers=0, checkpoint_every=1,
-        val_every=1000, val_clips=1, early_stop_patience=0,
+        val_every=1000, val_clips=1, early_stop_patience=0, feature_cache_mb=feature_cache_mb,
     )  # fmt: skip
 
 

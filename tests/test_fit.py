@@ -122,3 +122,23 @@ def test_param_groups_carry_per_module_lr_factors(tiny_model):
     assert sum(len(g["params"]) for g in groups) == sum(
         p.requires_grad for p in tiny_model.parameters()
     )
+
+
+def test_feature_cache_trains_like_encoding_every_step(tmp_path):
+    import fit_worker
+
+    clips = fit_worker.make_clips(2)  # batch 2 of 2 clips: every step after the first hits
+    results = {}
+    for cache_mb in (0, 64):
+        model = fit_worker.tiny_model()
+        s = fit_worker.settings(steps=3, batch=2, feature_cache_mb=cache_mb)
+        summary = fit.fit(model, clips, clips[:1], s, tmp_path / f"{cache_mb}.pt", None,
+                          torch.device("cpu"), "x")  # fmt: skip
+        results[cache_mb] = (fit.trainable_state(model), summary)
+    assert "feature_cache" not in results[0][1]
+    assert results[64][1]["feature_cache"]["hit_rate"] == round(4 / 6, 3)  # 2 misses, 4 hits
+    start = fit.trainable_state(fit_worker.tiny_model())
+    uncached, cached = results[0][0], results[64][0]
+    assert max((uncached[k] - start[k]).abs().max().item() for k in start) > 1e-4
+    for k in uncached:  # per-clip vs whole-batch encoding: equal up to float rounding
+        torch.testing.assert_close(cached[k], uncached[k], rtol=1e-4, atol=1e-5, msg=k)

@@ -27,7 +27,7 @@ from sam2_video.data.loader import Batch, StepBatches
 from sam2_video.evaluate import metrics
 from sam2_video.evaluate.predict import predict_clip
 from sam2_video.files import atomic_path, sha256_bytes
-from sam2_video.model import losses, rollout
+from sam2_video.model import feature_cache, losses, rollout
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class FitSettings:
     val_every: int
     val_clips: int
     early_stop_patience: int
+    feature_cache_mb: int = 0  # 0: encode every step (SAM2's trainer); see feature_cache
 
     def fingerprint(self, extra: str = "") -> str:
         """Identifies a run: a checkpoint of other settings or inputs is never resumed."""
@@ -72,14 +73,17 @@ class RunState:
 class ClipForward(torch.nn.Module):
     """Wraps SAM2 so that DDP sees one forward: the video rollout plus its loss."""
 
-    def __init__(self, sam: torch.nn.Module, settings: FitSettings):
+    def __init__(self, sam: torch.nn.Module, settings: FitSettings,
+                 cache: feature_cache.EncoderCache | None = None):  # fmt: skip
         super().__init__()
-        self.sam, self.settings = sam, settings
+        self.sam, self.settings, self.cache = sam, settings, cache
 
     def forward(self, batch: Batch, plan: rollout.Plan, gen: torch.Generator, num_objects: float):
         s = self.settings
+        encoded = None if self.cache is None else self.cache.encode(self.sam, batch.images,
+                                                                    batch.names)  # fmt: skip
         frames = rollout.track(self.sam, batch.images, batch.gt, batch.obj_to_clip, plan,
-                               s.prompts, gen)  # fmt: skip
+                               s.prompts, gen, encoded)  # fmt: skip
         return losses.clip_losses(frames, batch.gt, s.loss_weights, num_objects)
 
 
@@ -195,7 +199,10 @@ def fit(model, train_reader, val_reader, settings: FitSettings, checkpoint: Path
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(param_groups(model, dict(s.lr_scale)), lr=s.lr,
                             weight_decay=s.weight_decay)  # fmt: skip
-    forward = ClipForward(model, s)
+    cache = None
+    if s.feature_cache_mb > 0 and feature_cache.encoder_is_frozen(model):
+        cache = feature_cache.EncoderCache(s.feature_cache_mb * 2**20)
+    forward = ClipForward(model, s, cache)
     if world > 1:
         forward = torch.nn.parallel.DistributedDataParallel(forward, find_unused_parameters=True)
 
@@ -267,8 +274,11 @@ def fit(model, train_reader, val_reader, settings: FitSettings, checkpoint: Path
             print(f"train: early stop at step {run.step}: no J&F gain in {run.stalled} checks")
             break
     bar.close()
+    summary = {"steps": run.step, "best_step": run.best_step, "best_val_jf": round(run.best_jf, 4),
+               "seconds": round(time.time() - t0, 1)}  # fmt: skip
+    if cache is not None:
+        summary["feature_cache"] = {k: round(v, 3) for k, v in cache.stats().items()}
 
     if run.best_weights is not None:
         model.load_state_dict(run.best_weights, strict=False)
-    return {"steps": run.step, "best_step": run.best_step, "best_val_jf": round(run.best_jf, 4),
-            "seconds": round(time.time() - t0, 1)}  # fmt: skip
+    return summary

@@ -137,6 +137,12 @@ class TrainParams:
     nproc_per_node: int = _f(1, "processes (GPUs) per node; >1 runs the stage under torchrun", ">0")
     amp: bool = _f(True, "bfloat16 autocast on GPU (ignored on CPU)")
     num_workers: int = _f(0, "DataLoader worker processes", ">=0")
+    feature_cache_mb: int = _f(
+        2048,
+        "keep the frozen image encoder's output per clip, up to this many MB, so later "
+        "epochs skip the encoder (0: encode every step, as SAM2's trainer)",
+        ">=0",
+    )
     checkpoint_every: int = _f(100, "steps between resumable checkpoints", ">0")
     val_every: int = _f(50, "steps between validations (J&F on a few val clips)", ">0")
     val_clips: int = _f(8, "validation clips scored during training", ">0")

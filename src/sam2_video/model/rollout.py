@@ -68,14 +68,18 @@ def sample_plan(num_frames: int, cfg: PromptConfig, gen: torch.Generator) -> Pla
     return Plan(cond_frames=cond, kind=kind, correction_frames=corrections)
 
 
-def image_features(model, images: torch.Tensor, encoder_grad: bool):
+def image_features(model, images: torch.Tensor, encoder_grad: bool, encoded=None):
     """Backbone features of (F, 3, S, S) images as SAM2Base._prepare_backbone_features gives.
 
     The image encoder runs without an autograd graph unless it is being trained; the
     decoder's high-res projections (conv_s0/s1) always follow their own requires_grad.
+    `encoded`: the image encoder's output for these images, when the caller has it
+    (feature_cache); it is read, never modified.
     """
-    with torch.set_grad_enabled(encoder_grad and torch.is_grad_enabled()):
-        backbone_out = model.image_encoder(images)
+    if encoded is None:
+        with torch.set_grad_enabled(encoder_grad and torch.is_grad_enabled()):
+            encoded = model.image_encoder(images)
+    backbone_out = {**encoded, "backbone_fpn": list(encoded["backbone_fpn"])}
     if model.use_high_res_features_in_sam:
         fpn = backbone_out["backbone_fpn"]
         fpn[0] = model.sam_mask_decoder.conv_s0(fpn[0])
@@ -125,16 +129,18 @@ def track(
     plan: Plan,
     cfg: PromptConfig,
     gen: torch.Generator,
+    encoded=None,
 ) -> list[FrameOutput]:
     """Run SAM2's video forward on all objects of a batch of clips.
 
     images (B, T, 3, S, S) normalized; gt (T, N, S, S) bool (only conditioning and
-    correction frames are read); obj_to_clip (N,) clip index of each object.
+    correction frames are read); obj_to_clip (N,) clip index of each object; encoded:
+    the image encoder's output for images.flatten(0, 1), if already computed.
     Returns one FrameOutput per frame, in frame order.
     """
     b, t = images.shape[:2]
     encoder_grad = any(p.requires_grad for p in model.image_encoder.parameters())
-    feats, pos, sizes = image_features(model, images.flatten(0, 1), encoder_grad)
+    feats, pos, sizes = image_features(model, images.flatten(0, 1), encoder_grad, encoded)
     memory = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
     outputs: dict[int, FrameOutput] = {}
     order = list(plan.cond_frames) + [f for f in range(t) if f not in plan.cond_frames]
@@ -158,8 +164,9 @@ def track(
                 cfg.num_correction_clicks, gen,
             )  # fmt: skip
         out["pred_masks"], out["pred_masks_high_res"], out["obj_ptr"] = sam_out[3:6]
+        # no later frame reads the memory of the last one: skip its memory encoder
         model._encode_memory_in_output(
-            cur_feats, sizes, point_inputs, True, sam_out[4], sam_out[6], out
+            cur_feats, sizes, point_inputs, frame != order[-1], sam_out[4], sam_out[6], out
         )
         memory["cond_frame_outputs" if is_cond else "non_cond_frame_outputs"][frame] = out
         outputs[frame] = FrameOutput(steps=steps, logits=sam_out[4], low_res_logits=sam_out[3])

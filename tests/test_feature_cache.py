@@ -1,0 +1,65 @@
+import torch
+from conftest import square_masks
+
+from sam2_video.model import build, rollout
+from sam2_video.model.feature_cache import EncoderCache, encode_clip, encoder_is_frozen
+
+
+def _images(clips: int, frames: int = 3, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn((clips, frames, 3, 128, 128), generator=gen)  # (B, T, 3, S, S)
+
+
+def _flat(encoded) -> list[torch.Tensor]:
+    return [encoded["vision_features"], *encoded["vision_pos_enc"], *encoded["backbone_fpn"]]
+
+
+def test_a_hit_returns_exactly_what_a_miss_computed_in_batch_order(tiny_model):
+    tiny_model.eval()
+    images = _images(2)
+    cache = EncoderCache(max_bytes=2**30)
+    first = cache.encode(tiny_model, images, ["a", "b"])
+    again = cache.encode(tiny_model, images, ["a", "b"])
+    assert (cache.hits, cache.misses) == (2, 2)
+    for x, y in zip(_flat(first), _flat(again), strict=True):
+        assert torch.equal(x, y)
+    # clip-major order, as images.flatten(0, 1); per-clip batches equal one big batch
+    with torch.no_grad():
+        whole = tiny_model.image_encoder(images.flatten(0, 1))
+    for x, y in zip(_flat(first), _flat(whole), strict=True):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
+    assert not first["vision_features"].requires_grad
+
+
+def test_least_recently_used_clip_is_dropped_at_the_byte_limit(tiny_model):
+    images = _images(1)
+    one_clip = sum(t.numel() * t.element_size() for t in _flat(encode_clip(tiny_model, images[0])))
+    cache = EncoderCache(max_bytes=2 * one_clip)
+    for name in ("a", "b", "a", "c"):  # "a" is used again, so "b" is the oldest when "c" comes
+        cache.encode(tiny_model, images, [name])
+    assert list(cache.entries) == ["a", "c"]
+    assert cache.bytes == 2 * one_clip
+    assert (cache.hits, cache.misses) == (1, 3)
+    assert cache.stats()["hit_rate"] == 0.25
+
+    too_small = EncoderCache(max_bytes=one_clip - 1)  # nothing fits: compute, keep nothing
+    too_small.encode(tiny_model, images, ["a"])
+    assert too_small.entries == {} and too_small.bytes == 0
+
+
+def test_track_on_cached_encoder_output_equals_track_encoding_itself(tiny_model):
+    build.set_trainable(tiny_model, ["memory_attention", "memory_encoder"])
+    assert encoder_is_frozen(tiny_model)
+    tiny_model.eval()
+    images, gt = _images(1, frames=4), square_masks(4, 2)
+    owners = torch.zeros(2, dtype=torch.long)
+    plan, cfg = rollout.Plan(cond_frames=(0,), kind="mask"), rollout.PromptConfig()
+    encoded = EncoderCache(2**30).encode(tiny_model, images, ["clip"])
+    with torch.no_grad():
+        direct = rollout.track(tiny_model, images, gt, owners, plan, cfg, torch.Generator())
+        cached = rollout.track(tiny_model, images, gt, owners, plan, cfg, torch.Generator(),
+                               encoded)  # fmt: skip
+    for d, c in zip(direct, cached, strict=True):
+        torch.testing.assert_close(d.logits, c.logits, atol=1e-4, rtol=1e-4)
+    # the cached dict is read, not modified (the decoder's projections apply to a copy)
+    assert encoded["backbone_fpn"][0].shape[1] == tiny_model.image_encoder.neck.d_model
