@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from sam2_video.data import coco, shards
+from sam2_video.data import coco, rle, shards
 from sam2_video.data.synthetic import SyntheticSpec, write_coco_video
 from sam2_video.files import write_bytes_atomic
 
@@ -118,9 +118,9 @@ def seed_item(video: coco.CocoVideo, start: int, clip_length: int, max_side: int
         size = coco.target_size(height, width, max_side)
         with Image.open(video.frame_paths[t]) as image:
             rgb = np.asarray(image.convert("RGB"))
-        masks = [coco.decode_segmentation(ann["segmentation"], height, width)
+        masks = [rle.decode_segmentation(ann["segmentation"], height, width)
                  for _, ann in video.frame_objects[t]]  # fmt: skip
-        items.append((coco.resize_frame(rgb, size), [coco.resize_mask(m, size) for m in masks]))
+        items.append((coco.resize_frame(rgb, size), [rle.resize_mask(m, size) for m in masks]))
     return items
 
 

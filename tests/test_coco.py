@@ -5,51 +5,20 @@ from __future__ import annotations
 import copy
 import json
 import re
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
-from coco_rle import compressed_rle, uncompressed_rle
+from coco_rle import H, W, blob, compressed_rle, nearest_reference, rect, triangle, uncompressed_rle
 from PIL import Image
 from pycocotools import mask as mask_utils
 
 from sam2_video.data import coco
 
-H, W = 40, 60  # source frame size
 NUM_FRAMES = 4
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def _rect(top: int, left: int, height: int, width: int) -> np.ndarray:
-    mask = np.zeros((H, W), dtype=bool)
-    mask[top : top + height, left : left + width] = True
-    return mask
-
-
-def _blob(t: int) -> np.ndarray:
-    """An irregular mask that moves: a disc with a notch, shifted by t."""
-    yy, xx = np.mgrid[:H, :W]
-    disc = (yy - 25) ** 2 + (xx - 40 - t) ** 2 <= 36
-    return disc & ~((yy > 25) & (xx > 40 + t))
-
-
-def _triangle(t: int) -> list[list[float]]:
-    return [[5.0 + t, 30.0, 20.0 + t, 30.0, 12.5 + t, 38.0]]
-
-
-def _nearest_reference(mask: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """Pixel-centre nearest neighbour, one pixel at a time in exact fractions."""
-    in_h, in_w = mask.shape
-    out = np.zeros((out_h, out_w), dtype=bool)
-    for y in range(out_h):
-        for x in range(out_w):
-            src_y = int(Fraction(2 * y + 1, 2 * out_h) * in_h)
-            src_x = int(Fraction(2 * x + 1, 2 * out_w) * in_w)
-            out[y, x] = mask[src_y, src_x]
-    return out
 
 
 def _write_frames(image_dir: Path, names: list[str]) -> None:
@@ -69,12 +38,12 @@ def _dataset() -> dict:
     ]  # fmt: skip
     annotations = []
     for t in range(NUM_FRAMES):
-        annotations.append((7, 1, compressed_rle(_rect(5, 10 + 2 * t, 10, 15)), t))
-        annotations.append((8, 1, uncompressed_rle(_blob(t)), t))
+        annotations.append((7, 1, compressed_rle(rect(5, 10 + 2 * t, 10, 15)), t))
+        annotations.append((8, 1, uncompressed_rle(blob(t)), t))
         if t != 2:  # track 9 is occluded on frame 2
-            annotations.append((9, 2, _triangle(t), t))
+            annotations.append((9, 2, triangle(t), t))
         if t >= 1:  # track 10 enters on frame 1
-            annotations.append((10, 2, compressed_rle(_rect(30, 2, 6, 6)), t))
+            annotations.append((10, 2, compressed_rle(rect(30, 2, 6, 6)), t))
     anns = [
         {"id": k + 1, "image_id": 100 + t, "category_id": cat, "segmentation": segm,
          "track_id": track, "iscrowd": 0}
@@ -114,62 +83,6 @@ def _reference_mask(data: dict, object_id: int, t: int, key: str = "track_id") -
     return mask
 
 
-# ---------------------------------------------------------------------------- decoding
-
-
-def test_decode_compressed_rle_matches_pycocotools() -> None:
-    mask = _blob(3)
-    segm = compressed_rle(mask)
-    decoded = coco.decode_segmentation(segm, H, W)
-    assert decoded.dtype == np.bool_ and decoded.shape == (H, W)
-    np.testing.assert_array_equal(decoded, mask_utils.decode(segm).astype(bool))
-    np.testing.assert_array_equal(decoded, mask)
-
-
-def test_decode_uncompressed_rle_matches_pycocotools() -> None:
-    mask = _blob(1) | _rect(0, 0, 3, 3)  # starts with a run of ones
-    segm = uncompressed_rle(mask)
-    assert segm["counts"][0] == 0
-    decoded = coco.decode_segmentation(segm, H, W)
-    np.testing.assert_array_equal(decoded, mask)
-    expected = mask_utils.decode(mask_utils.frPyObjects(segm, H, W)).astype(bool)
-    np.testing.assert_array_equal(decoded, expected)
-
-
-def test_decode_polygons_are_merged_like_pycocotools() -> None:
-    polygons = [[1.0, 1.0, 4.0, 1.0, 4.0, 3.0, 1.0, 3.0], *_triangle(0)]
-    decoded = coco.decode_segmentation(polygons, H, W)
-    expected = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polygons, H, W)))
-    np.testing.assert_array_equal(decoded, expected.astype(bool))
-    # hand-checked: pycocotools fills the 3x2 rectangle rows 1-2, columns 1-3
-    np.testing.assert_array_equal(
-        np.argwhere(decoded[:5, :8]), [[1, 1], [1, 2], [1, 3], [2, 1], [2, 2], [2, 3]]
-    )
-
-
-@pytest.mark.parametrize(
-    ("segm", "message"),
-    [
-        ({"size": [H + 1, W], "counts": "PP0"}, "RLE size"),
-        ({"size": [H, W], "counts": [5, 10]}, "sum to 15"),
-        ([[1.0, 1.0, 5.0, 5.0]], "polygon 0 has 4 coordinates"),
-        ([], "empty polygon list"),
-        ("abc", "expected an RLE dict"),
-    ],
-)
-def test_decode_rejects_bad_segmentations(segm: object, message: str) -> None:
-    with pytest.raises(ValueError, match=re.escape(message)) as err:
-        coco.decode_segmentation(segm, H, W)
-    assert "'segmentation'" in str(err.value)
-
-
-def test_decode_rejects_compressed_rle_that_falls_short() -> None:
-    short = compressed_rle(_rect(0, 0, 2, 2))
-    short["counts"] = mask_utils.encode(np.asfortranarray(np.ones((2, 2), np.uint8)))["counts"]
-    with pytest.raises(ValueError, match="runs sum to 4"):
-        coco.decode_segmentation(short, H, W)
-
-
 # ---------------------------------------------------------------------------- resizing
 
 
@@ -179,18 +92,6 @@ def test_target_size_hand_values() -> None:
     assert coco.target_size(640, 3, 64) == (64, 1)  # never below one pixel
     assert coco.target_size(10, 20, 64) == (10, 20)  # no upscaling
     assert coco.target_size(10, 20, None) == (10, 20)
-
-
-def test_resize_mask_picks_pixel_centres() -> None:
-    mask = np.arange(16).reshape(4, 4) % 3 == 0
-    np.testing.assert_array_equal(coco.resize_mask(mask, (2, 2)), mask[[1, 3]][:, [1, 3]])
-    rng = np.random.default_rng(1)
-    for in_h, in_w, out_h, out_w in [(8, 52, 22, 207), (56, 150, 17, 79), (37, 53, 20, 29)]:
-        random_mask = rng.random((in_h, in_w)) > 0.5
-        np.testing.assert_array_equal(
-            coco.resize_mask(random_mask, (out_h, out_w)),
-            _nearest_reference(random_mask, out_h, out_w),
-        )
 
 
 # ---------------------------------------------------------------------------- videos, clips
@@ -212,9 +113,38 @@ def test_clips_match_independently_decoded_and_resized_masks(tmp_path: Path) -> 
             expected_rgb = Image.open(source).convert("RGB").resize((30, 20), Image.BILINEAR)
             np.testing.assert_array_equal(clip.frames[t], np.asarray(expected_rgb))
             for k, object_id in enumerate(clip.object_ids):
-                expected = _nearest_reference(_reference_mask(data, object_id, start + t), 20, 30)
+                expected = nearest_reference(_reference_mask(data, object_id, start + t), 20, 30)
                 np.testing.assert_array_equal(clip.masks[t, k], expected)
     assert not clips[0].masks[2, 2].any()  # track 9 occluded on frame 2: empty mask
+
+
+def test_clips_do_not_depend_on_how_frames_are_chunked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ann_path, image_dir = _write_dataset(tmp_path, _dataset())
+    (video,) = coco.load_coco_videos(ann_path, image_dir)
+    whole = _clips(video, clip_length=2)
+    assert not whole[0].frames.flags.writeable  # shares frames with the next clip
+    monkeypatch.setattr(coco, "_CHUNK_FRAMES", 3)  # the last window spans two chunks
+    chunked = _clips(video, clip_length=2)
+    assert [c.name for c in chunked] == [c.name for c in whole] and len(whole) == 3
+    for got, want in zip(chunked, whole, strict=True):
+        assert got.object_ids == want.object_ids
+        np.testing.assert_array_equal(got.frames, want.frames)
+        np.testing.assert_array_equal(got.masks, want.masks)
+
+
+@pytest.mark.parametrize("odd_frame", [1, 3])
+def test_frames_of_another_size_are_reported(tmp_path: Path, odd_frame: int) -> None:
+    data = _dataset()
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] != 100 + odd_frame]
+    odd = next(image for image in data["images"] if image["id"] == 100 + odd_frame)
+    odd["height"] = H + 4
+    ann_path, image_dir = _write_dataset(tmp_path, data)
+    Image.new("RGB", (W, H + 4)).save(image_dir / odd["file_name"])
+    (video,) = coco.load_coco_videos(ann_path, image_dir)
+    with pytest.raises(ValueError, match="frames of a video must share one size"):
+        _clips(video, min_area=0)
 
 
 def test_frames_sorted_by_order_field(tmp_path: Path) -> None:
@@ -238,7 +168,7 @@ def test_objects_are_categories_without_track_ids(tmp_path: Path) -> None:
     assert clip.object_ids == (1, 2)
     for t in range(3):
         union = _reference_mask(data, 7, t, "track") | _reference_mask(data, 8, t, "track")
-        np.testing.assert_array_equal(clip.masks[t, 0], _nearest_reference(union, 20, 30))
+        np.testing.assert_array_equal(clip.masks[t, 0], nearest_reference(union, 20, 30))
 
 
 @pytest.mark.parametrize("where", ["instance_id", "attributes"])
@@ -384,7 +314,7 @@ def test_bad_json_names_file_and_field(tmp_path: Path, case: str) -> None:
 
 def test_corrupt_compressed_rle_is_reported_when_decoded(tmp_path: Path) -> None:
     data = _dataset()
-    _first_ann(data)["segmentation"]["counts"] = compressed_rle(_rect(0, 0, 4, 4)[:8, :8])["counts"]
+    _first_ann(data)["segmentation"]["counts"] = compressed_rle(rect(0, 0, 4, 4)[:8, :8])["counts"]
     ann_path, image_dir = _write_dataset(tmp_path, data)
     (video,) = coco.load_coco_videos(ann_path, image_dir)
     with pytest.raises(

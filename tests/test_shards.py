@@ -8,7 +8,7 @@ import io
 import json
 import multiprocessing
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -98,6 +98,66 @@ def test_tar_layout_read_independently(tmp_path: Path) -> None:
             info = json.loads(meta)
             assert info == {"name": clip.name, "object_ids": list(clip.object_ids),
                             "shape": list(clip.masks.shape)}  # fmt: skip
+
+
+def _np_save(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _tarfile_shard(path: Path, clips: list[Clip]) -> bytes:
+    """A shard of `clips` as tarfile and np.save write it (the format spec, not the library)."""
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
+        for clip in clips:
+            meta = {"name": clip.name, "object_ids": list(clip.object_ids),
+                    "shape": list(clip.masks.shape)}  # fmt: skip
+            payloads = [_np_save(clip.frames), _np_save(np.packbits(clip.masks, axis=-1)),
+                        json.dumps(meta, sort_keys=True, ensure_ascii=False).encode()]  # fmt: skip
+            for member, payload in zip(shards.MEMBERS, payloads, strict=True):
+                info = tarfile.TarInfo(f"{clip.name}/{member}")
+                info.size, info.mtime, info.mode = len(payload), 0, 0o644
+                info.uid, info.gid, info.uname, info.gname = 0, 0, "", ""
+                tar.addfile(info, io.BytesIO(payload))
+    return path.read_bytes()
+
+
+def test_shards_are_what_tarfile_and_np_save_write(tmp_path: Path) -> None:
+    clips = _clips()
+    clips.append(_clip("ü" * 120, (2, 1, 5, 9), 7))  # a long non-ASCII name: pax headers
+    strided = _clip("x" * 150, (3, 2, 6, 11), 8)
+    shared = np.repeat(strided.frames, 2, axis=0)[::2]  # not contiguous
+    shared.flags.writeable = False
+    clips.append(Clip(strided.name, shared, np.asfortranarray(strided.masks), strided.object_ids))
+    shards.write_shards(clips, tmp_path / "split", clips_per_shard=len(clips))
+    written = (tmp_path / "split" / "shard-00000.tar").read_bytes()
+    assert written == _tarfile_shard(tmp_path / "reference.tar", clips)
+
+
+def _numbered_clips(
+    source: int, rng: np.random.Generator, on_skip: Callable[[str], None]
+) -> Iterator[Clip]:
+    """`source` random clips (picklable, for worker processes); no clip counts as a skip."""
+    if source == 0:
+        on_skip("empty")
+    for k in range(source):
+        shape = (2, int(rng.integers(0, 3)), int(rng.integers(3, 9)), int(rng.integers(3, 20)))
+        yield _clip(f"s{source}_{k}_{rng.integers(1000)}", shape, int(rng.integers(1000)))
+
+
+@pytest.mark.slow
+def test_workers_reuse_spool_files_without_mixing_sources(tmp_path: Path) -> None:
+    sources = [5, 1, 0, 2, 1, 3, 4, 1, 2]  # later sources are shorter than earlier spools
+    outputs = {}
+    for workers in (1, 2):
+        outputs[workers] = shards.build_split(
+            sources, _numbered_clips, tmp_path / f"w{workers}", seed=3, workers=workers,
+            clips_per_shard=4, params={},
+        )  # fmt: skip
+    assert outputs[1] == outputs[2] and outputs[1]["num_clips"] == sum(sources)
+    assert outputs[1]["skips"] == {"empty": 1}
+    assert _file_digests(tmp_path / "w1") == _file_digests(tmp_path / "w2")
+    assert len(shards.ShardReader(tmp_path / "w2")) == sum(sources)
 
 
 def test_identical_inputs_give_identical_bytes(tmp_path: Path) -> None:

@@ -25,13 +25,8 @@ from typing import Any
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from sam2_video.data.coco import (
-    ORDER_FIELDS,
-    _check_compressed_counts,
-    _is_int,
-    _track_id,
-    segmentation_problem,
-)
+from sam2_video.data.coco import ORDER_FIELDS, track_id
+from sam2_video.data.rle import check_compressed_counts, is_int, segmentation_problem
 
 ERROR, WARNING = "error", "warning"
 COCO_KEYS = ("images", "annotations", "categories")
@@ -112,7 +107,7 @@ def _load_coco(path: Path, found: _Findings) -> dict[str, Any] | None:
 def _lint_categories(categories: list[Any], path: Path, found: _Findings) -> set[int]:
     ids: set[int] = set()
     for index, cat in enumerate(categories):
-        if not isinstance(cat, dict) or not _is_int(cat.get("id")):
+        if not isinstance(cat, dict) or not is_int(cat.get("id")):
             found.error(path, f"categories[{index}].id", "missing or not an int")
         elif cat["id"] in ids:
             found.error(path, f"categories[id={cat['id']}].id", "duplicate category id")
@@ -136,7 +131,7 @@ def _file_name_problem(name: Any) -> str | None:
 def _image_order(image: Mapping[str, Any], where: str, path: Path, found: _Findings):
     for key in ORDER_FIELDS:
         if key in image:
-            if _is_int(image[key]):
+            if is_int(image[key]):
                 return image[key]
             found.error(path, f"{where}.{key}", f"is {image[key]!r}, expected an int")
             return None
@@ -157,7 +152,7 @@ def _image_entry(
         found.error(path, f"{where}.file_name", name_problem)
     dims = {}
     for key in ("height", "width"):
-        dims[key] = image.get(key) if _is_int(image.get(key)) and image[key] > 0 else None
+        dims[key] = image.get(key) if is_int(image.get(key)) and image[key] > 0 else None
         if dims[key] is None:
             found.error(path, f"{where}.{key}", "missing or not a positive int")
     video_id, order = image.get("video_id"), None
@@ -180,7 +175,7 @@ def _lint_images(images: list[Any], path: Path, found: _Findings) -> dict[int, _
     is_video = any(isinstance(i, dict) and "video_id" in i for i in images)
     entries: dict[int, _ImageEntry] = {}
     for index, image in enumerate(images):
-        if not isinstance(image, dict) or not _is_int(image.get("id")):
+        if not isinstance(image, dict) or not is_int(image.get("id")):
             found.error(path, f"images[{index}].id", "entry is not an object with an int 'id'")
         elif image["id"] in entries:
             found.error(
@@ -204,7 +199,7 @@ class _Instance:
 
 
 def _annotation_where(ann: Any, index: int) -> str:
-    return f"annotations[id={ann['id']}]" if _is_int(ann.get("id")) else f"annotations[{index}]"
+    return f"annotations[id={ann['id']}]" if is_int(ann.get("id")) else f"annotations[{index}]"
 
 
 def _segmentation_area(segm: Any, height: int, width: int) -> int:
@@ -227,7 +222,7 @@ def _lint_segmentation(
     problem = segmentation_problem(segm, image.height, image.width)
     if problem is None and isinstance(segm, dict) and isinstance(segm["counts"], str | bytes):
         try:
-            _check_compressed_counts(segm["counts"], image.height, image.width)
+            check_compressed_counts(segm["counts"], image.height, image.width)
         except ValueError as err:
             problem = str(err).removeprefix("field 'segmentation': ")
     if problem:
@@ -240,9 +235,9 @@ def _annotation_object(
     ann: dict[str, Any], use_tracks: bool, where: str, path: Path, found: _Findings
 ) -> int | None:
     if not use_tracks:
-        return ann.get("category_id") if _is_int(ann.get("category_id")) else None
-    track = _track_id(ann)
-    if not _is_int(track):
+        return ann.get("category_id") if is_int(ann.get("category_id")) else None
+    track = track_id(ann)
+    if not is_int(track):
         state = "missing" if track is None else f"is {track!r}"
         found.error(
             path,
@@ -290,7 +285,7 @@ def _lint_annotations(
     found: _Findings,
 ) -> tuple[list[_Instance], bool]:
     """Every annotation checked; the usable ones as instances, and whether objects are tracks."""
-    use_tracks = any(isinstance(a, dict) and _track_id(a) is not None for a in annotations)
+    use_tracks = any(isinstance(a, dict) and track_id(a) is not None for a in annotations)
     instances: list[_Instance] = []
     seen_ids: set[int] = set()
     for index, ann in enumerate(annotations):
@@ -298,7 +293,7 @@ def _lint_annotations(
             found.error(path, f"annotations[{index}]", "entry is not an object")
             continue
         where = _annotation_where(ann, index)
-        if not _is_int(ann.get("id")):
+        if not is_int(ann.get("id")):
             found.warning(
                 path,
                 f"{where}.id",

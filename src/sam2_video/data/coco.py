@@ -9,6 +9,9 @@ Objects are tracks when the file has track ids (`track_id`, `instance_id` or
 seed project did). Several annotations of one object on one frame are merged (union);
 `iscrowd` annotations are kept as part of their object.
 
+Segmentations are parsed, measured and resized as run lengths by `rle` (a frame's masks
+are never decoded at source resolution); this module reads the JSON and assembles clips.
+
 Orientation: COCO annotations refer to the *stored* pixel array (pycocotools and the COCO
 tools ignore EXIF), so frames are NOT rotated by their EXIF orientation tag; an image
 whose stored size differs from the JSON's width/height is an error.
@@ -24,9 +27,17 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from pycocotools import mask as mask_utils
 
 from sam2_video.data.clips import Clip, objects_on_first_frame, window_starts
+from sam2_video.data.rle import (
+    bulk_segmentation_runs,
+    is_int,
+    resize_runs,
+    runs_area,
+    segmentation_problem,
+    segmentation_runs,
+    union_area,
+)
 from sam2_video.files import read_json
 
 ORDER_FIELDS = ("order_in_video", "frame_id", "frame_index")
@@ -59,118 +70,18 @@ class CocoVideo:
         return len(self.frame_paths)
 
 
-# ---------------------------------------------------------------------------- segmentation
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _rle_string_counts(counts: str | bytes) -> list[int]:
-    """Run lengths of a compressed RLE string (port of pycocotools' rleFrString)."""
-    data = counts.encode("ascii") if isinstance(counts, str) else counts
-    runs: list[int] = []
-    pos = 0
-    while pos < len(data):
-        value, shift, more = 0, 0, True
-        while more:
-            if pos >= len(data):
-                raise ValueError("ends in the middle of a run length")
-            char = data[pos] - 48
-            value |= (char & 0x1F) << shift
-            more = bool(char & 0x20)
-            pos, shift = pos + 1, shift + 5
-            if not more and char & 0x10:
-                value |= -1 << shift  # sign extension, as the C code does
-        if len(runs) > 2:
-            value += runs[-2]  # runs after the third are stored as deltas
-        runs.append(value)
-    return runs
-
-
-def _rle_problem(segm: Mapping[str, Any], height: int, width: int) -> str | None:
-    size = segm.get("size")
-    if not (isinstance(size, list | tuple) and len(size) == 2 and all(map(_is_int, size))):
-        return f"RLE 'size' is {size!r}, expected [height, width]"
-    if list(size) != [height, width]:
-        return (
-            f"RLE size {list(size)} disagrees with the image's [height, width] "
-            f"[{height}, {width}]: fix the image entry or re-encode the mask"
-        )
-    counts = segm.get("counts")
-    if isinstance(counts, list):
-        if not all(_is_int(c) and c >= 0 for c in counts):
-            return "uncompressed RLE 'counts' must be non-negative integers"
-        if sum(counts) != height * width:
-            return f"RLE counts sum to {sum(counts)}, expected height*width={height * width}"
-    elif not isinstance(counts, str | bytes):
-        return f"RLE 'counts' is {type(counts).__name__}, expected a string or list of ints"
-    return None
-
-
-def _polygon_problem(segm: list[Any]) -> str | None:
-    if not segm:
-        return "is an empty polygon list: remove the annotation or give a mask"
-    for k, poly in enumerate(segm):
-        if not isinstance(poly, list) or not all(isinstance(v, int | float) for v in poly):
-            return f"polygon {k} is not a flat list of numbers [x1, y1, x2, y2, ...]"
-        if len(poly) < 6 or len(poly) % 2:
-            return (
-                f"polygon {k} has {len(poly)} coordinates; a polygon needs at least 3 "
-                "points (6 numbers, x/y pairs): fix or drop it"
-            )
-    return None
-
-
-def segmentation_problem(segm: Any, height: int, width: int) -> str | None:
-    """Why `segm` is not a usable COCO segmentation of an image (cheap structural check)."""
-    if isinstance(segm, Mapping):
-        return _rle_problem(segm, height, width)
-    if isinstance(segm, list):
-        return _polygon_problem(segm)
-    return f"is {type(segm).__name__}, expected an RLE dict or a list of polygons"
-
-
-def _check_compressed_counts(counts: str | bytes, height: int, width: int) -> None:
-    # pycocotools silently returns uninitialised pixels when the runs fall short: check first.
-    try:
-        runs = _rle_string_counts(counts)
-    except (ValueError, UnicodeEncodeError) as err:
-        raise ValueError(
-            f"field 'segmentation': compressed RLE counts are corrupt ({err})"
-        ) from None
-    if min(runs, default=0) < 0 or sum(runs) != height * width:
-        raise ValueError(
-            f"field 'segmentation': compressed RLE runs sum to {sum(runs)} (or are negative), "
-            f"expected height*width={height * width}: re-encode the mask"
-        )
-
-
-def decode_segmentation(segm: Any, height: int, width: int) -> np.ndarray:
-    """(H, W) bool mask of a COCO segmentation: compressed/uncompressed RLE or polygons."""
-    problem = segmentation_problem(segm, height, width)
-    if problem:
-        raise ValueError(f"field 'segmentation' {problem}")
-    if isinstance(segm, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(segm, height, width))
-    elif isinstance(segm["counts"], list):
-        rle = mask_utils.frPyObjects(dict(segm), height, width)
-    else:
-        _check_compressed_counts(segm["counts"], height, width)
-        rle = {"size": [height, width], "counts": segm["counts"]}
-    return mask_utils.decode(rle).astype(bool)
-
-
 # ---------------------------------------------------------------------------- JSON -> videos
 
 
-def _describe_annotation(ann: Any, index: int) -> str:
+def describe_annotation(ann: Any, index: int) -> str:
+    """How error messages name an annotation: by its id, else by its list index."""
     if isinstance(ann, dict) and "id" in ann:
         return f"annotation id={ann['id']}"
     return f"annotations[{index}] (no 'id')"
 
 
-def _require_coco(data: Any, path: Path) -> None:
+def require_coco(data: Any, path: Path) -> None:
+    """Raise ValueError unless `data` (loaded from `path`) has the COCO top-level lists."""
     if not isinstance(data, dict):
         raise ValueError(f"{path}: not a COCO JSON (top level is not an object)")
     for key in ("images", "annotations", "categories"):
@@ -184,7 +95,7 @@ def _require_coco(data: Any, path: Path) -> None:
 def _image_order(image: Mapping[str, Any], path: Path) -> int:
     for key in ORDER_FIELDS:
         if key in image:
-            if not _is_int(image[key]):
+            if not is_int(image[key]):
                 raise ValueError(f"{path}: image id={image['id']}: field '{key}' must be an int")
             return image[key]
     raise ValueError(
@@ -194,7 +105,7 @@ def _image_order(image: Mapping[str, Any], path: Path) -> int:
 
 def check_image_fields(image: Any, index: int, path: Path) -> str:
     """Checks shared by every COCO image entry (id, file_name, size); returns 'where' text."""
-    if not isinstance(image, dict) or not _is_int(image.get("id")):
+    if not isinstance(image, dict) or not is_int(image.get("id")):
         raise ValueError(f"{path}: images[{index}]: field 'id' missing or not an int")
     where = f"{path}: image id={image['id']}"
     name = image.get("file_name")
@@ -204,7 +115,7 @@ def check_image_fields(image: Any, index: int, path: Path) -> str:
     if PurePosixPath(name).is_absolute() or ".." in parts:
         raise ValueError(f"{where}: field 'file_name' {name!r} must be relative to the image dir")
     for key in ("height", "width"):
-        if not _is_int(image.get(key)) or image[key] < 1:
+        if not is_int(image.get(key)) or image[key] < 1:
             raise ValueError(f"{where}: field '{key}' missing or not a positive int")
     return where
 
@@ -228,16 +139,18 @@ def _index_images(images: list[Any], path: Path) -> dict[int, dict[str, Any]]:
     return by_id
 
 
-def _category_ids(categories: list[Any], path: Path) -> set[int]:
+def category_ids(categories: list[Any], path: Path) -> set[int]:
+    """Ids of a COCO JSON's `categories` (each checked to be an int)."""
     ids = set()
     for index, cat in enumerate(categories):
-        if not isinstance(cat, dict) or not _is_int(cat.get("id")):
+        if not isinstance(cat, dict) or not is_int(cat.get("id")):
             raise ValueError(f"{path}: categories[{index}]: field 'id' missing or not an int")
         ids.add(cat["id"])
     return ids
 
 
-def _track_id(ann: Mapping[str, Any]) -> Any:
+def track_id(ann: Mapping[str, Any]) -> Any:
+    """An annotation's track id (TRACK_FIELDS, then attributes.track_id), else None."""
     for key in TRACK_FIELDS:
         if key in ann:
             return ann[key]
@@ -245,7 +158,7 @@ def _track_id(ann: Mapping[str, Any]) -> Any:
     return attributes.get("track_id") if isinstance(attributes, dict) else None
 
 
-def _check_annotation(ann: Any, images: Mapping[int, Any], cats: set[int]) -> str:
+def check_annotation(ann: Any, images: Mapping[int, Any], cats: set[int]) -> str:
     """Why an annotation is unusable, or '' when it is fine (segmentation checked too)."""
     if not isinstance(ann, dict):
         return "is not an object"
@@ -266,19 +179,19 @@ def _annotation_objects(
     annotations: list[Any], images: Mapping[int, Any], cats: set[int], path: Path
 ) -> dict[int, list[ObjectAnnotation]]:
     """image id -> [(object id, annotation)]: object = track when the file has tracks."""
-    use_tracks = any(isinstance(a, dict) and _track_id(a) is not None for a in annotations)
+    use_tracks = any(isinstance(a, dict) and track_id(a) is not None for a in annotations)
     seen_ids: set[Any] = set()
     by_image: dict[int, list[ObjectAnnotation]] = {}
     for index, ann in enumerate(annotations):
-        problem = _check_annotation(ann, images, cats)
-        where = f"{path}: {_describe_annotation(ann, index)}"
+        problem = check_annotation(ann, images, cats)
+        where = f"{path}: {describe_annotation(ann, index)}"
         if problem:
             raise ValueError(f"{where}: {problem}")
         if "id" in ann and ann["id"] in seen_ids:
             raise ValueError(f"{where}: duplicate annotation id")
         seen_ids.add(ann.get("id"))
-        object_id = _track_id(ann) if use_tracks else ann["category_id"]
-        if not _is_int(object_id):
+        object_id = track_id(ann) if use_tracks else ann["category_id"]
+        if not is_int(object_id):
             raise ValueError(
                 f"{where}: field 'track_id' is {object_id!r}: other annotations of this file "
                 "carry integer track ids (track_id/instance_id/attributes.track_id); give every "
@@ -288,7 +201,8 @@ def _annotation_objects(
     return by_image
 
 
-def _video_name(video_id: int | str) -> str:
+def video_name(video_id: int | str) -> str:
+    """A file-safe clip name for a video id (other characters become '_')."""
     name = re.sub(r"[^A-Za-z0-9._-]", "_", str(video_id))
     return "_" + name if name.startswith(".") or not name else name
 
@@ -313,7 +227,7 @@ def _build_video(
                 f"{video_id!r}: give each frame of a video a distinct order_in_video/frame_id"
             )
     return CocoVideo(
-        name=_video_name(video_id),
+        name=video_name(video_id),
         source=path,
         frame_paths=tuple(image_dir / image["file_name"] for image in ordered),
         frame_sizes=tuple((image["height"], image["width"]) for image in ordered),
@@ -330,9 +244,9 @@ def load_coco_videos(ann_path: Path, image_dir: Path) -> list[CocoVideo]:
     """
     ann_path, image_dir = Path(ann_path), Path(image_dir)
     data = read_json(ann_path)
-    _require_coco(data, ann_path)
+    require_coco(data, ann_path)
     images = _index_images(data["images"], ann_path)
-    categories = _category_ids(data["categories"], ann_path)
+    categories = category_ids(data["categories"], ann_path)
     objects = _annotation_objects(data["annotations"], images, categories, ann_path)
     by_video: dict[int | str, list[dict[str, Any]]] = {}
     for image in images.values():
@@ -376,20 +290,6 @@ def resize_frame(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(image)
 
 
-def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(H, W) bool -> (h, w) bool, nearest neighbour at pixel centres.
-
-    Output pixel i takes source pixel floor((i + 0.5) * H / h), in exact integer arithmetic
-    (PIL's NEAREST rounds in float and can pick the neighbour), same for columns.
-    """
-    (in_h, in_w), (out_h, out_w) = mask.shape, size
-    if (in_h, in_w) == (out_h, out_w):
-        return mask
-    rows = ((2 * np.arange(out_h) + 1) * in_h) // (2 * out_h)
-    cols = ((2 * np.arange(out_w) + 1) * in_w) // (2 * out_w)
-    return mask[rows[:, None], cols[None, :]]
-
-
 def read_rgb(path: Path, expected_size: tuple[int, int] | None = None) -> np.ndarray:
     """(H, W, 3) uint8 RGB of an image file in its stored orientation (no EXIF rotation).
 
@@ -426,46 +326,134 @@ class _LoadedFrame:
     areas: dict[int, int]  # object id -> pixel count at source resolution
 
 
-def _frame_masks(video: CocoVideo, index: int) -> dict[int, np.ndarray]:
-    """object id -> (H, W) bool union mask of frame `index` at source resolution."""
-    height, width = video.frame_sizes[index]
-    masks: dict[int, np.ndarray] = {}
-    for object_id, ann in video.frame_objects[index]:
-        try:
-            mask = decode_segmentation(ann["segmentation"], height, width)
-        except ValueError as err:
-            raise ValueError(f"{video.source}: annotation id={ann.get('id')}: {err}") from None
-        masks[object_id] = masks[object_id] | mask if object_id in masks else mask
-    return masks
+# Frames whose masks are parsed and resized in one bulk pass: at most _CHUNK_FRAMES, and
+# few enough that one object's resized masks stay within _CHUNK_PIXELS (bounded memory).
+_CHUNK_FRAMES = 32
+_CHUNK_PIXELS = 1 << 22
+
+# Per annotation of a frame: (its runs, its resized (h, w) mask), or None where only the
+# one-by-one path can tell (bad input raises there, in frame order).
+_FrameMasks = list[tuple[np.ndarray, np.ndarray] | None]
 
 
-def _load_frame(video: CocoVideo, index: int, max_side: int | None) -> _LoadedFrame:
+def _chunk_length(video: CocoVideo, max_side: int | None) -> int:
+    height, width = target_size(*video.frame_sizes[0], max_side)
+    return max(1, min(_CHUNK_FRAMES, _CHUNK_PIXELS // (height * width)))
+
+
+def _chunk_masks(video: CocoVideo, frames: range, max_side: int | None) -> list[_FrameMasks]:
+    """_FrameMasks of each of `frames`, parsed and resized in bulk."""
+    owners = [(i, k) for i in frames for k in range(len(video.frame_objects[i]))]
+    segms = [video.frame_objects[i][k][1].get("segmentation") for i, k in owners]
+    all_runs = bulk_segmentation_runs(segms, [video.frame_sizes[i] for i, _ in owners])
+    same_size: dict[tuple[tuple[int, int], tuple[int, int]], list[int]] = {}
+    for j, (i, _) in enumerate(owners):
+        if all_runs[j] is not None:
+            source = video.frame_sizes[i]
+            same_size.setdefault((source, target_size(*source, max_side)), []).append(j)
+    found: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+    for (source, size), rows in same_size.items():
+        resized = resize_runs([all_runs[j] for j in rows], source, size)  # (N, h, w)
+        found |= {owners[j]: (all_runs[j], mask) for j, mask in zip(rows, resized, strict=True)}
+    return [[found.get((i, k)) for k in range(len(video.frame_objects[i]))] for i in frames]
+
+
+def _one_mask(
+    video: CocoVideo, index: int, ann: Mapping[str, Any], size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(runs, resized mask) of an annotation the bulk pass left out; bad input raises."""
+    source = video.frame_sizes[index]
+    try:
+        runs = segmentation_runs(ann["segmentation"], *source)
+    except ValueError as err:
+        raise ValueError(f"{video.source}: annotation id={ann.get('id')}: {err}") from None
+    return runs, resize_runs([runs], source, size)[0]
+
+
+def _frame_masks(
+    video: CocoVideo, index: int, size: tuple[int, int], found: _FrameMasks
+) -> tuple[dict[int, np.ndarray], dict[int, int]]:
+    """object id -> (h, w) bool resized union mask of frame `index`, and -> its area (pixels
+    at source resolution); masks are resized straight from their runs, never decoded whole."""
+    parts: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for (object_id, ann), item in zip(video.frame_objects[index], found, strict=True):
+        parts.setdefault(object_id, []).append(item or _one_mask(video, index, ann, size))
+    masks, areas = {}, {}
+    for object_id, [(runs, mask), *more] in parts.items():
+        if more:  # the object's annotations are merged (union)
+            mask = np.logical_or.reduce([mask, *(m for _, m in more)])
+        masks[object_id] = mask
+        areas[object_id] = union_area([runs, *(r for r, _ in more)]) if more else runs_area(runs)
+    return masks, areas
+
+
+def _load_frame(
+    video: CocoVideo, index: int, max_side: int | None, found: _FrameMasks
+) -> _LoadedFrame:
     source_size = video.frame_sizes[index]
     size = target_size(*source_size, max_side)
     rgb = read_rgb(video.frame_paths[index], source_size)
-    masks = _frame_masks(video, index)
-    return _LoadedFrame(
-        rgb=resize_frame(rgb, size),
-        masks={oid: resize_mask(mask, size) for oid, mask in masks.items()},
-        areas={oid: int(mask.sum()) for oid, mask in masks.items()},
-    )
+    masks, areas = _frame_masks(video, index, size, found)
+    return _LoadedFrame(rgb=resize_frame(rgb, size), masks=masks, areas=areas)
 
 
 class _FrameWindow:
-    """Loaded frames of the current window: overlapping windows decode each frame once."""
+    """Loaded frames of the current window: overlapping windows decode each frame once.
+
+    The frames of a chunk are kept in one (n, h, w, 3) buffer, so that a clip of
+    consecutive frames is a (read-only) view of it instead of a copy.
+    """
 
     def __init__(self, video: CocoVideo, max_side: int | None) -> None:
         self.video, self.max_side = video, max_side
         self.frames: dict[int, _LoadedFrame] = {}
+        self.chunk_length = _chunk_length(video, max_side) if video.num_frames else 1
+        self.chunks: dict[int, list[_FrameMasks]] = {}  # first frame of a chunk -> masks
+        self.rgb: dict[int, np.ndarray] = {}  # first frame of a chunk -> its frame buffer
+
+    def _chunk(self, index: int) -> tuple[int, range]:
+        first = index - index % self.chunk_length
+        return first, range(first, min(first + self.chunk_length, self.video.num_frames))
 
     def get(self, index: int) -> _LoadedFrame:
         if index not in self.frames:
-            self.frames[index] = _load_frame(self.video, index, self.max_side)
+            first, frames = self._chunk(index)
+            if first not in self.chunks:
+                self.chunks[first] = _chunk_masks(self.video, frames, self.max_side)
+            found = self.chunks[first][index - first]
+            frame = _load_frame(self.video, index, self.max_side, found)
+            self.frames[index] = self._buffered(frame, first, len(frames), index)
         return self.frames[index]
+
+    def _buffered(self, frame: _LoadedFrame, first: int, length: int, index: int) -> _LoadedFrame:
+        if first not in self.rgb:
+            self.rgb[first] = np.empty((length, *frame.rgb.shape), dtype=np.uint8)
+        buffer = self.rgb[first]
+        if buffer.shape[1:] != frame.rgb.shape:
+            return frame  # another size than its chunk's first frame: _stack_clip reports it
+        buffer[index - first] = frame.rgb
+        return _LoadedFrame(buffer[index - first], frame.masks, frame.areas)
+
+    def clip_rgb(self, start: int, length: int) -> np.ndarray | None:
+        """(T, h, w, 3) frames [start, start + length) as a read-only view of their chunk's
+        buffer; None when they are not all in one buffer (then they are stacked)."""
+        first, frames = self._chunk(start)
+        buffer = self.rgb.get(first)
+        indices = range(start, start + length)
+        if buffer is None or indices[-1] not in frames:
+            return None
+        if any(self.frames[i].rgb.base is not buffer for i in indices):
+            return None
+        view = buffer[start - first : start - first + length]
+        view.flags.writeable = False  # shared with overlapping clips
+        return view
 
     def drop_before(self, index: int) -> None:
         for old in [i for i in self.frames if i < index]:
             del self.frames[old]
+        for old in [c for c in self.chunks if c + self.chunk_length <= index]:
+            del self.chunks[old]
+            self.rgb.pop(old, None)
 
 
 def choose_objects(
@@ -485,8 +473,13 @@ def choose_objects(
 
 
 def _stack_clip(
-    video: CocoVideo, frames: list[_LoadedFrame], start: int, object_ids: list[int]
+    video: CocoVideo,
+    frames: list[_LoadedFrame],
+    start: int,
+    object_ids: list[int],
+    rgb: np.ndarray | None,
 ) -> Clip:
+    """The clip of `frames`; rgb: their (T, h, w, 3) pixels if already in one array."""
     shape = frames[0].rgb.shape
     for offset, frame in enumerate(frames):
         if frame.rgb.shape != shape:
@@ -496,10 +489,9 @@ def _stack_clip(
                 "frames of a video must share one size"
             )
     empty = np.zeros(shape[:2], dtype=bool)
-    masks = np.stack(
-        [np.stack([f.masks.get(oid, empty) for oid in object_ids]) for f in frames]
-    )  # (T, O, h, w)
-    rgb = np.stack([f.rgb for f in frames])  # (T, h, w, 3)
+    masks = np.stack([f.masks.get(oid, empty) for f in frames for oid in object_ids])
+    masks = masks.reshape(len(frames), len(object_ids), *shape[:2])  # (T, O, h, w)
+    rgb = np.stack([f.rgb for f in frames]) if rgb is None else rgb  # (T, h, w, 3)
     return Clip(f"{video.name}__{start:05d}", rgb, masks, tuple(object_ids))
 
 
@@ -540,4 +532,4 @@ def video_clips(
                 on_skip(SKIP_NO_OBJECT)
             continue
         frames = [window.get(start + t) for t in range(clip_length)]
-        yield _stack_clip(video, frames, start, object_ids)
+        yield _stack_clip(video, frames, start, object_ids, window.clip_rgb(start, clip_length))

@@ -23,10 +23,10 @@ from sam2_video.data.coco import (
     choose_objects,
     read_rgb,
     resize_frame,
-    resize_mask,
     target_size,
 )
 from sam2_video.data.davis import FRAME_SUFFIXES, VOID_INDEX, read_palette_png
+from sam2_video.data.rle import resize_mask
 
 
 @dataclass(frozen=True)
@@ -162,20 +162,20 @@ def _load_frame(video: DavisVideo, index: int, size: tuple[int, int]) -> _Loaded
             f"{video.annotation_paths[index]}: size {index_map.shape} (HxW) differs from its "
             f"frame's {video.frame_size}: re-export the annotation at the frame's size"
         )
-    ids = [int(i) for i in np.unique(index_map) if i not in (0, VOID_INDEX)]
-    masks = {oid: index_map == oid for oid in ids}
+    areas = np.bincount(index_map.reshape(-1), minlength=256)  # pixels per palette index
+    ids = [int(i) for i in np.flatnonzero(areas) if i not in (0, VOID_INDEX)]
+    resized = resize_mask(index_map, size)  # nearest sampling commutes with `== oid`
     return _LoadedFrame(
         rgb=resize_frame(rgb, size),
-        masks={oid: resize_mask(mask, size) for oid, mask in masks.items()},
-        areas={oid: int(mask.sum()) for oid, mask in masks.items()},
+        masks={oid: resized == oid for oid in ids},
+        areas={oid: int(areas[oid]) for oid in ids},
     )
 
 
 def _stack_clip(name: str, frames: list[_LoadedFrame], object_ids: list[int]) -> Clip:
     empty = np.zeros(frames[0].rgb.shape[:2], dtype=bool)
-    masks = np.stack(
-        [np.stack([f.masks.get(oid, empty) for oid in object_ids]) for f in frames]
-    )  # (T, O, h, w)
+    masks = np.stack([f.masks.get(oid, empty) for f in frames for oid in object_ids])
+    masks = masks.reshape(len(frames), len(object_ids), *empty.shape)  # (T, O, h, w)
     return Clip(name, np.stack([f.rgb for f in frames]), masks, tuple(object_ids))
 
 

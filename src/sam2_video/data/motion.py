@@ -32,18 +32,22 @@ from sam2_video.data.clips import Clip, objects_on_first_frame
 from sam2_video.data.coco import (
     SKIP_NO_OBJECT,
     ObjectAnnotation,
-    _category_ids,
-    _check_annotation,
-    _describe_annotation,
-    _is_int,
-    _require_coco,
-    _video_name,
+    category_ids,
+    check_annotation,
     check_image_fields,
-    decode_segmentation,
+    describe_annotation,
     read_rgb,
+    require_coco,
     resize_frame,
-    resize_mask,
     target_size,
+    video_name,
+)
+from sam2_video.data.rle import (
+    bulk_segmentation_runs,
+    is_int,
+    resize_runs,
+    runs_area,
+    segmentation_runs,
 )
 from sam2_video.files import read_json
 
@@ -275,11 +279,11 @@ def _instances_by_image(
     by_image: dict[int, list[ObjectAnnotation]] = {}
     seen: set[int] = set()
     for index, ann in enumerate(annotations):
-        where = f"{path}: {_describe_annotation(ann, index)}"
-        problem = _check_annotation(ann, images, cats)
+        where = f"{path}: {describe_annotation(ann, index)}"
+        problem = check_annotation(ann, images, cats)
         if problem:
             raise ValueError(f"{where}: {problem}")
-        if not _is_int(ann.get("id")) or ann["id"] in seen:
+        if not is_int(ann.get("id")) or ann["id"] in seen:
             raise ValueError(
                 f"{where}: field 'id' missing, not an int or duplicate: static-image objects "
                 "are annotation instances, identified by a unique annotation id"
@@ -291,7 +295,7 @@ def _instances_by_image(
 
 
 def _image_name(file_name: str) -> str:
-    return _video_name(str(PurePosixPath(file_name.replace("\\", "/")).with_suffix("")))
+    return video_name(str(PurePosixPath(file_name.replace("\\", "/")).with_suffix("")))
 
 
 def load_coco_images(
@@ -306,9 +310,9 @@ def load_coco_images(
     """
     ann_path, image_dir = Path(ann_path), Path(image_dir)
     data = read_json(ann_path)
-    _require_coco(data, ann_path)
+    require_coco(data, ann_path)
     images = _index_static_images(data["images"], ann_path)
-    categories = _category_ids(data["categories"], ann_path)
+    categories = category_ids(data["categories"], ann_path)
     objects = _instances_by_image(data["annotations"], images, categories, ann_path,
                                   include_crowd)  # fmt: skip
     static = [
@@ -341,19 +345,24 @@ def _check_unique_names(images: list[StaticImage], path: Path) -> None:
 # ---------------------------------------------------------------------------- clips
 
 
-def _candidate_masks(image: StaticImage, min_area: int) -> tuple[list[int], list[np.ndarray]]:
-    """Ids and (H, W) source-resolution masks of objects with area >= max(min_area, 1)."""
-    height, width = image.size
-    ids, masks = [], []
-    for object_id, ann in image.objects:
-        try:
-            mask = decode_segmentation(ann["segmentation"], height, width)
-        except ValueError as err:
-            raise ValueError(f"{image.source}: annotation id={object_id}: {err}") from None
-        if mask.sum() >= max(min_area, 1):
+def _candidate_masks(
+    image: StaticImage, min_area: int, size: tuple[int, int]
+) -> tuple[list[int], np.ndarray]:
+    """Ids and (C, h, w) masks resized to `size` of the objects with area >= max(min_area, 1)
+    (at source resolution); masks are resized from their runs, never decoded whole."""
+    segms = [ann.get("segmentation") for _, ann in image.objects]
+    found = bulk_segmentation_runs(segms, [image.size] * len(segms))
+    ids, kept = [], []
+    for (object_id, ann), runs in zip(image.objects, found, strict=True):
+        if runs is None:  # bad or unusual input: checked one by one, in order
+            try:
+                runs = segmentation_runs(ann["segmentation"], *image.size)
+            except ValueError as err:
+                raise ValueError(f"{image.source}: annotation id={object_id}: {err}") from None
+        if runs_area(runs) >= max(min_area, 1):
             ids.append(object_id)
-            masks.append(mask)
-    return ids, masks
+            kept.append(runs)
+    return ids, resize_runs(kept, image.size, size)
 
 
 def static_image_clips(
@@ -377,11 +386,10 @@ def static_image_clips(
     """
     if clip_length < 1 or max_objects < 1 or min_area < 0:
         raise ValueError("clip_length and max_objects must be >= 1 and min_area >= 0")
-    ids, source_masks = _candidate_masks(image, min_area)
     size = target_size(*image.size, image_size_max_side)
+    ids, masks = _candidate_masks(image, min_area, size)  # (C, h, w)
     affines = draw_frame_affines(motion, clip_length, size, rng)
     if ids:
-        masks = np.stack([resize_mask(m, size) for m in source_masks])  # (C, h, w)
         first = warp_masks(masks, affines[0])
         chosen = objects_on_first_frame(first[None], max_objects, rng)
     if not ids or not len(chosen):

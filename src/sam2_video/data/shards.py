@@ -14,6 +14,7 @@ mode 0o644), so identical clips give byte-identical shards.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import json
@@ -32,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sam2_video.data.clips import Clip
-from sam2_video.files import atomic_path, read_json, sha256_file, write_json_atomic
+from sam2_video.files import atomic_path, read_json, write_json_atomic
 
 FORMAT = "sam2-video-shards"
 VERSION = 1
@@ -59,10 +60,18 @@ class EncodedClip:
     members: tuple[tuple[str, bytes], ...]
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)  # C order: one layout
-    return buffer.getvalue()
+# (member, payload in pieces) in MEMBERS order: written piece by piece, the frames are
+# never copied into one bytes object.
+_Payloads = tuple[tuple[str, tuple[bytes | memoryview, ...]], ...]
+
+
+def _npy_pieces(array: np.ndarray) -> tuple[bytes, memoryview]:
+    """What np.save(allow_pickle=False) writes for `array` in C order (one layout): its
+    header and a view of its bytes (np.save's buffered copy loop is slow in memory)."""
+    array = np.ascontiguousarray(array)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
+    return header.getvalue(), memoryview(array.reshape(-1))
 
 
 def _check_clip_name(name: str) -> None:
@@ -70,7 +79,7 @@ def _check_clip_name(name: str) -> None:
         raise ValueError(f"clip name {name!r} is not a file-safe name (no '/', '\\', NUL)")
 
 
-def encode_clip(clip: Clip) -> EncodedClip:
+def _clip_payloads(clip: Clip) -> _Payloads:
     _check_clip_name(clip.name)
     meta = {
         "name": clip.name,
@@ -78,8 +87,13 @@ def encode_clip(clip: Clip) -> EncodedClip:
         "shape": list(clip.masks.shape),  # (T, O, H, W) before packing
     }
     meta_bytes = json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8")
-    payloads = (_npy_bytes(clip.frames), _npy_bytes(np.packbits(clip.masks, axis=-1)), meta_bytes)
-    return EncodedClip(clip.name, tuple(zip(MEMBERS, payloads, strict=True)))
+    pieces = (_npy_pieces(clip.frames), _npy_pieces(np.packbits(clip.masks, axis=-1)))
+    return tuple(zip(MEMBERS, (*pieces, (meta_bytes,)), strict=True))
+
+
+def encode_clip(clip: Clip) -> EncodedClip:
+    payloads = _clip_payloads(clip)
+    return EncodedClip(clip.name, tuple((member, b"".join(p)) for member, p in payloads))
 
 
 def decode_clip(frames: bytes, masks: bytes, meta: bytes) -> Clip:
@@ -103,36 +117,72 @@ def _tar_info(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-def _add_clip(tar: tarfile.TarFile, encoded: EncodedClip) -> None:
-    for member, payload in encoded.members:
-        tar.addfile(_tar_info(f"{encoded.name}/{member}", len(payload)), io.BytesIO(payload))
+@dataclass(frozen=True)
+class _ClipRecord:
+    """A clip's tar members as bytes, exactly as tarfile writes them into a pax archive."""
+
+    name: str
+    pieces: tuple[bytes | memoryview, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(map(len, self.pieces))
 
 
-def _write_tar(path: Path, clips: Iterable[EncodedClip]) -> list[str]:
-    """Stream clips into an uncompressed pax tar at `path`; the clip names written."""
+def _clip_record(name: str, payloads: _Payloads) -> _ClipRecord:
+    """Per member: header block(s) (pax, utf-8, as tarfile.open(format=PAX_FORMAT,
+    encoding="utf-8") writes them), the payload, NUL padding to a whole block."""
+    pieces: list[bytes | memoryview] = []
+    for member, payload in payloads:
+        size = sum(len(piece) for piece in payload)
+        info = _tar_info(f"{name}/{member}", size)
+        pieces += [info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"), *payload]
+        pieces.append(bytes(-size % tarfile.BLOCKSIZE))
+    return _ClipRecord(name, tuple(pieces))
+
+
+class _TarWriter:
+    """Streams clip records into an uncompressed pax tar, hashing (sha256) as it writes.
+
+    The bytes are tarfile's: its member records, then two zero blocks and zero padding to
+    a whole record (RECORDSIZE), as TarFile.close writes them.
+    """
+
+    def __init__(self, file: io.BufferedWriter) -> None:
+        self.file, self.sha256, self.size = file, hashlib.sha256(), 0
+
+    def write(self, pieces: Iterable[bytes | memoryview]) -> None:
+        for piece in pieces:
+            self.file.write(piece)
+            self.sha256.update(piece)
+            self.size += len(piece)
+
+    def close(self) -> None:
+        end = 2 * tarfile.BLOCKSIZE
+        self.write([bytes(end + (-(self.size + end) % tarfile.RECORDSIZE))])
+
+
+def _write_shard(path: Path, records: Iterable[_ClipRecord]) -> dict[str, Any]:
     names = []
-    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
-        for encoded in clips:
-            _add_clip(tar, encoded)
-            names.append(encoded.name)
-    return names
-
-
-def _write_shard(path: Path, clips: Iterable[EncodedClip]) -> dict[str, Any]:
     with atomic_path(path) as tmp:  # a failure mid-shard leaves no file under the final name
-        names = _write_tar(tmp, clips)
-        record = {"file": path.name, "num_clips": len(names), "sha256": sha256_file(tmp)}
-        record |= {"bytes": tmp.stat().st_size, "clips": names}
-    return record
+        with open(tmp, "wb") as file:
+            tar = _TarWriter(file)
+            for record in records:
+                tar.write(record.pieces)
+                names.append(record.name)
+            tar.close()
+        summary = {"file": path.name, "num_clips": len(names), "sha256": tar.sha256.hexdigest()}
+        summary |= {"bytes": tar.size, "clips": names}
+    return summary
 
 
-def _unique_names(clips: Iterable[EncodedClip]) -> Iterator[EncodedClip]:
+def _unique_names(records: Iterable[_ClipRecord]) -> Iterator[_ClipRecord]:
     seen: set[str] = set()
-    for encoded in clips:
-        if encoded.name in seen:
-            raise ValueError(f"clip name {encoded.name!r} occurs twice in one split")
-        seen.add(encoded.name)
-        yield encoded
+    for record in records:
+        if record.name in seen:
+            raise ValueError(f"clip name {record.name!r} occurs twice in one split")
+        seen.add(record.name)
+        yield record
 
 
 def _remove_stale_shards(out_dir: Path, keep: int) -> None:
@@ -142,22 +192,29 @@ def _remove_stale_shards(out_dir: Path, keep: int) -> None:
             path.unlink()
 
 
-def write_encoded_shards(
-    clips: Iterable[EncodedClip], out_dir: Path, clips_per_shard: int
+def _write_records(
+    records: Iterable[_ClipRecord], out_dir: Path, clips_per_shard: int
 ) -> list[dict[str, Any]]:
-    """write_shards for already-encoded clips (what parallel workers hand back)."""
     if clips_per_shard < 1:
         raise ValueError(f"clips_per_shard must be >= 1, got {clips_per_shard}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST).unlink(missing_ok=True)  # incomplete from here until write_manifest
-    remaining = _unique_names(clips)
-    records: list[dict[str, Any]] = []
+    remaining = _unique_names(records)
+    summaries: list[dict[str, Any]] = []
     while (first := next(remaining, None)) is not None:
         batch = itertools.chain([first], itertools.islice(remaining, clips_per_shard - 1))
-        records.append(_write_shard(out_dir / shard_name(len(records)), batch))
-    _remove_stale_shards(out_dir, len(records))
-    return records
+        summaries.append(_write_shard(out_dir / shard_name(len(summaries)), batch))
+    _remove_stale_shards(out_dir, len(summaries))
+    return summaries
+
+
+def write_encoded_shards(
+    clips: Iterable[EncodedClip], out_dir: Path, clips_per_shard: int
+) -> list[dict[str, Any]]:
+    """write_shards for already-encoded clips."""
+    records = (_clip_record(e.name, tuple((m, (p,)) for m, p in e.members)) for e in clips)
+    return _write_records(records, out_dir, clips_per_shard)
 
 
 def write_shards(
@@ -169,7 +226,7 @@ def write_shards(
     already in out_dir is removed first, and shard files beyond the new count at the end.
     Returns one record per shard: file, num_clips, sha256, bytes, clips (names).
     """
-    return write_encoded_shards(map(encode_clip, clips), out_dir, clips_per_shard)
+    return _write_records(map(_encoded_record, clips), out_dir, clips_per_shard)
 
 
 def write_manifest(
@@ -210,44 +267,61 @@ class _SkipCounter(Counter):
         self[reason] += 1
 
 
+def _encoded_record(clip: Clip) -> _ClipRecord:
+    return _clip_record(clip.name, _clip_payloads(clip))
+
+
 def _spool_source(
     clip_fn: ClipFn, source: Any, seed: int, index: int, spool: Path
-) -> dict[str, int]:
-    """Worker: write the encoded clips of one source to a spool tar; its skip counts."""
+) -> tuple[dict[str, int], list[tuple[str, int]]]:
+    """Worker: write the tar records of one source's clips to a spool file, one after the
+    other; its skip counts and (clip name, record bytes) per clip."""
     skips = _SkipCounter()
     clips = clip_fn(source, rng=source_rng(seed, index), on_skip=skips)
-    _write_tar(spool, map(encode_clip, clips))
-    return dict(skips)
+    sizes = []
+    # Overwritten in place, not truncated: reusing the file's pages is cheaper than freeing
+    # and allocating them for every source; only the first sum(sizes) bytes are read back.
+    with open(os.open(spool, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as file:
+        for record in map(_encoded_record, clips):
+            file.writelines(record.pieces)
+            sizes.append((record.name, record.size))
+    return dict(skips), sizes
 
 
-def _read_spool(spool: Path) -> Iterator[EncodedClip]:
-    """Clips back from a spool tar, one at a time; the spool is deleted when read."""
-    with tarfile.open(spool, "r:") as tar:
-        members: list[tuple[str, bytes]] = []
-        for info in tar:
-            clip_name, member = info.name.rsplit("/", 1)
-            members.append((member, tar.extractfile(info).read()))
-            if len(members) == len(MEMBERS):
-                yield EncodedClip(clip_name, tuple(members))
-                members = []
-    spool.unlink()
+def _read_spool(
+    spool: Path, sizes: list[tuple[str, int]], buffer: bytearray
+) -> Iterator[_ClipRecord]:
+    """Clip records back from a spool file, one at a time, read into `buffer`: reused, so a
+    record is valid until the next one is read (no fresh pages to fault in per clip)."""
+    with open(spool, "rb") as file:
+        for name, size in sizes:
+            if len(buffer) < size:
+                buffer.extend(bytes(size - len(buffer)))
+            with memoryview(buffer)[:size] as view:
+                if file.readinto(view) != size:
+                    raise ValueError(f"{spool}: spool file is shorter than its clips")
+                yield _ClipRecord(name, (view,))
 
 
 def _serial_clips(
     sources: Sequence[Any], clip_fn: ClipFn, seed: int, skips: _SkipCounter, bar: tqdm
-) -> Iterator[EncodedClip]:
+) -> Iterator[_ClipRecord]:
     for index, source in enumerate(sources):
         for clip in clip_fn(source, rng=source_rng(seed, index), on_skip=skips):
-            yield encode_clip(clip)
+            yield _encoded_record(clip)
         bar.update()
 
 
+_SpoolJob = tuple[Future[tuple[dict[str, int], list[tuple[str, int]]]], Path]
+
+
 def _collect(
-    job: tuple[Future[dict[str, int]], Path], skips: _SkipCounter, bar: tqdm
-) -> Iterator[EncodedClip]:
+    job: _SpoolJob, skips: _SkipCounter, bar: tqdm, buffer: bytearray
+) -> Iterator[_ClipRecord]:
     future, spool = job
-    skips.update(future.result())  # re-raises the worker's error, for the first bad source
-    yield from _read_spool(spool)
+    source_skips, sizes = future.result()  # re-raises the worker's error (first bad source)
+    skips.update(source_skips)
+    yield from _read_spool(spool, sizes, buffer)
     bar.update()
 
 
@@ -259,20 +333,23 @@ def _parallel_clips(
     bar: tqdm,
     workers: int,
     spool_dir: Path,
-) -> Iterator[EncodedClip]:
+) -> Iterator[_ClipRecord]:
     """Sources run in worker processes; clips come back in source order (spooled on disk)."""
     context = multiprocessing.get_context("spawn")  # never fork a parent that has threads
-    pending: deque[tuple[Future[dict[str, int]], Path]] = deque()
+    pending: deque[_SpoolJob] = deque()
+    in_flight = 2 * workers  # sources; their clips wait in spool files, not in memory
+    buffer = bytearray()  # one clip record at a time comes back through it
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         try:
             for index, source in enumerate(sources):
-                spool = spool_dir / f"spool-{index:08d}.tar"
+                # Source index - in_flight, the last user of this spool, was read back: below
+                spool = spool_dir / f"spool-{index % in_flight}.bin"
                 future = pool.submit(_spool_source, clip_fn, source, seed, index, spool)
                 pending.append((future, spool))
-                if len(pending) >= 2 * workers:  # bounded work in flight
-                    yield from _collect(pending.popleft(), skips, bar)
+                if len(pending) >= in_flight:
+                    yield from _collect(pending.popleft(), skips, bar, buffer)
             while pending:
-                yield from _collect(pending.popleft(), skips, bar)
+                yield from _collect(pending.popleft(), skips, bar, buffer)
         finally:
             for future, _ in pending:
                 future.cancel()
@@ -308,7 +385,7 @@ def build_split(
             clips = _parallel_clips(sources, clip_fn, seed, skips, bar, workers, tmp_dir.parent)
         else:
             clips = _serial_clips(sources, clip_fn, seed, skips, bar)
-        records = write_encoded_shards(clips, tmp_dir, clips_per_shard)
+        records = _write_records(clips, tmp_dir, clips_per_shard)
         used = {**params, "seed": seed, "clips_per_shard": clips_per_shard}  # not workers
         manifest = write_manifest(tmp_dir, records, used, skips)
     return manifest
