@@ -33,7 +33,15 @@ def test_a_hit_returns_exactly_what_a_miss_computed_in_batch_order(tiny_model):
 
 def test_least_recently_used_clip_is_dropped_at_the_byte_limit(tiny_model):
     images = _images(1)
-    one_clip = sum(t.numel() * t.element_size() for t in _flat(encode_clip(tiny_model, images[0])))
+    probe = EncoderCache(max_bytes=2**30)
+    probe.encode(tiny_model, images, ["probe"])
+    one_clip = probe.bytes
+    # the encoder's outputs, with vision_features (= the last fpn level) and all frames'
+    # equal position encodings counted once
+    enc = encode_clip(tiny_model, images[0])
+    fpn = sum(t.numel() * 4 for t in enc["backbone_fpn"])
+    pos = sum(t[:1].numel() * 4 for t in enc["vision_pos_enc"])
+    assert one_clip == fpn + pos
     cache = EncoderCache(max_bytes=2 * one_clip)
     for name in ("a", "b", "a", "c"):  # "a" is used again, so "b" is the oldest when "c" comes
         cache.encode(tiny_model, images, [name])

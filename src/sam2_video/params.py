@@ -126,13 +126,19 @@ class TrainParams:
     num_correction_clicks: int = _f(0, "correction clicks sampled from the error region", ">=0")
     max_cond_frames: int = _f(1, "1 or 2 conditioning frames per clip", ">0")
     loss_mask: float = _f(20.0, "weight of the focal (or BCE) mask loss", ">=0")
-    loss_dice: float = _f(1.0, "weight of the dice loss", ">=0")
+    loss_dice: float = _f(
+        5.0, "weight of the dice loss (SAM2: 1; the tiny base was pretrained with 5)", ">=0"
+    )
     loss_iou: float = _f(1.0, "weight of the IoU-prediction loss", ">=0")
     loss_object_score: float = _f(
         10.0, "weight of the object-score loss (SAM2: 1; the tiny demo needs 10, see README)", ">=0"
     )
     loss_temporal: float = _f(0.0, "weight of the temporal-consistency loss", ">=0")
-    use_focal: bool = _f(True, "focal loss for masks (false: plain BCE)")
+    use_focal: bool = _f(
+        False,
+        "focal mask loss, SAM2's (true) or plain BCE, the tiny base's pretraining loss (false); "
+        "tune a model with the loss it was trained with",
+    )
     device: str = _f("auto", "auto, cpu, cuda or cuda:N")
     nproc_per_node: int = _f(1, "processes (GPUs) per node; >1 runs the stage under torchrun", ">0")
     amp: bool = _f(True, "bfloat16 autocast on GPU (ignored on CPU)")

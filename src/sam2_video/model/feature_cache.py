@@ -23,9 +23,27 @@ def encoder_is_frozen(model: torch.nn.Module) -> bool:
     return not any(p.requires_grad for p in model.image_encoder.parameters())
 
 
+def _tensors(out: Encoded) -> list[torch.Tensor]:
+    return [v for value in out.values() for v in (value if isinstance(value, list) else [value])]
+
+
 def _nbytes(out: Encoded) -> int:
-    tensors = [v for value in out.values() for v in (value if isinstance(value, list) else [value])]
-    return sum(t.numel() * t.element_size() for t in tensors)
+    """Bytes held, each storage counted once (vision_features is a backbone_fpn level)."""
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in _tensors(out)}
+    return sum(storages.values())
+
+
+def _share_position_encodings(out: Encoded) -> Encoded:
+    """Keep one frame's copy of each position encoding when all frames' are equal.
+
+    SAM2's sine encodings depend on the feature-map shape only: storing them per frame would
+    double the cache for nothing. Checked, not assumed, so another encoder stays correct.
+    """
+    shared = []
+    for pe in out["vision_pos_enc"]:  # (T, C, H, W)
+        first = pe[:1]
+        shared.append(first.clone().expand_as(pe) if torch.equal(pe, first.expand_as(pe)) else pe)
+    return {**out, "vision_pos_enc": shared}
 
 
 def concat(outputs: list[Encoded]) -> Encoded:
@@ -70,7 +88,7 @@ class EncoderCache:
             self.entries.move_to_end(name)
             return self.entries[name]
         self.misses += 1
-        out = encode_clip(model, frames)
+        out = _share_position_encodings(encode_clip(model, frames))
         size = _nbytes(out)
         if size <= self.max_bytes:
             self.entries[name] = out
