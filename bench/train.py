@@ -241,7 +241,9 @@ class Trainer:
         else:
             self.step = our_step(self.model, sc, inp, cached=variant == "ours")
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(self.params, lr=1e-4, weight_decay=0.01)
+        # each side's own optimizer: fit.py's fused AdamW, SAM2's trainer's default one
+        self.opt = torch.optim.AdamW(self.params, lr=1e-4, weight_decay=0.01,
+                                     fused=variant != "theirs")  # fmt: skip
         self.sc = sc
 
     def __call__(self) -> tuple[float, dict[str, float]]:

@@ -16,9 +16,10 @@ import torch
 import torch.distributed as dist
 from dvclive import Live
 
+import sam2_video
 from sam2_video import fit
 from sam2_video.data.shards import ShardReader
-from sam2_video.files import sha256_file, write_json_atomic
+from sam2_video.files import sha256_bytes, sha256_file, write_json_atomic
 from sam2_video.model import build, losses, rollout
 from sam2_video.params import Params, load_params
 
@@ -47,6 +48,14 @@ def settings_from(p: Params) -> fit.FitSettings:
         checkpoint_every=t.checkpoint_every,
         val_every=t.val_every, val_clips=t.val_clips, early_stop_patience=t.early_stop_patience,
     )  # fmt: skip
+
+
+def code_digest() -> str:
+    """Hash of this script and the package's code: a checkpoint written by other code (DVC
+    re-runs the stage after a code change) must be trained afresh, not resumed."""
+    package = Path(sam2_video.__file__).parent
+    files = sorted([*package.rglob("*.py"), *package.rglob("*.yaml")]) + [Path(__file__)]
+    return sha256_bytes(b"".join(f.read_bytes() for f in files))
 
 
 def pick_device(name: str, local_rank: int) -> torch.device:
@@ -84,7 +93,7 @@ def main() -> None:
             print(f"params {name:24s} total {total:>10,d} trainable {trainable:>10,d}")
     train_reader, val_reader = ShardReader(SHARDS / "train"), ShardReader(SHARDS / "val")
     settings = settings_from(p)
-    inputs = sha256_file(base) + sha256_file(SHARDS / "train" / "manifest.json")
+    inputs = sha256_file(base) + sha256_file(SHARDS / "train" / "manifest.json") + code_digest()
     fingerprint = settings.fingerprint(f"{inputs}|world={world}|{p.train.trainable_modules}")
     live = Live(str(LIVE_DIR), dvcyaml=False, save_dvc_exp=False) if rank == 0 else None
     summary = {"steps": 0}

@@ -43,3 +43,17 @@ def test_same_generator_seed_gives_same_prompts():
     a = prompts.point_prompts(m, 3, True, torch.Generator().manual_seed(7))
     b = prompts.point_prompts(m, 3, True, torch.Generator().manual_seed(7))
     assert torch.equal(a[0], b[0])
+
+
+def test_pixels_are_drawn_uniformly_from_the_region_and_empty_gives_origin():
+    region = torch.zeros((2, 8, 8), dtype=torch.bool)
+    inside = [(1, 2), (1, 7), (5, 0), (7, 7)]  # (y, x)
+    for y, x in inside:
+        region[0, y, x] = True
+    xy = prompts._sample_pixels(region, 40_000, torch.Generator().manual_seed(0))  # (2, num, 2)
+    picked = [(int(y), int(x)) for x, y in xy[0].tolist()]
+    counts = {p: picked.count(p) for p in set(picked)}
+    assert set(counts) == set(inside)  # never outside the region
+    for n in counts.values():  # 10,000 expected each, standard deviation 87 (binomial)
+        assert abs(n - 10_000) < 300
+    assert torch.equal(xy[1], torch.zeros((40_000, 2)))  # empty region

@@ -197,8 +197,10 @@ def fit(model, train_reader, val_reader, settings: FitSettings, checkpoint: Path
     world = dist.get_world_size() if dist.is_initialized() else 1
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
+    # fused: one kernel for all parameters instead of a chain of foreach ops (a few % of a
+    # tiny model's step); available on CPU and CUDA
     opt = torch.optim.AdamW(param_groups(model, dict(s.lr_scale)), lr=s.lr,
-                            weight_decay=s.weight_decay)  # fmt: skip
+                            weight_decay=s.weight_decay, fused=True)  # fmt: skip
     cache = None
     if s.feature_cache_mb > 0 and feature_cache.encoder_is_frozen(model):
         cache = feature_cache.EncoderCache(s.feature_cache_mb * 2**20)

@@ -14,11 +14,19 @@ PAD_LABEL = -1
 
 
 def _sample_pixels(region: torch.Tensor, num: int, gen: torch.Generator) -> torch.Tensor:
-    """(N, num, 2) xy of pixels drawn uniformly from each (H, W) region; (0, 0) if empty."""
+    """(N, num, 2) xy of pixels drawn uniformly from each (H, W) region; (0, 0) if empty.
+
+    Inverse-CDF sampling: draw the rank of a pixel among the region's, find it with a
+    search over the running count. (torch.multinomial over H*W weights cost 8% of a
+    training step with correction clicks.)
+    """
     n, h, w = region.shape
-    weights = region.flatten(1).float() + 1e-12  # keep multinomial valid on empty regions
-    idx = torch.multinomial(weights.cpu(), num, replacement=True, generator=gen)
-    idx = idx.to(region.device)
+    flat = region.flatten(1).long()  # (N, HW)
+    count = flat.sum(dim=1, keepdim=True)  # (N, 1)
+    u = torch.rand((n, num), generator=gen, dtype=torch.float64).to(region.device)
+    rank = (u * count).long()  # 0-based rank among the region's pixels, < count
+    idx = torch.searchsorted(flat.cumsum(dim=1), rank + 1)  # (N, num) first cum >= rank+1
+    idx = torch.where(count > 0, idx, torch.zeros_like(idx))
     return torch.stack([idx % w, idx // w], dim=-1).float()
 
 
