@@ -58,3 +58,16 @@ def test_total_loss_uses_weights():
 def test_bce_option_differs_from_focal():
     logits, targets = torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1)
     assert losses.bce_loss(logits, targets).item() == pytest.approx(LN2)
+
+
+def test_focal_loss_equals_the_textbook_formula_on_random_and_extreme_logits():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn((2, 3, 16, 16), generator=gen) * 8
+    logits[0, 0, 0, :4] = torch.tensor([40.0, -40.0, 1e-3, -1e-3])
+    targets = (torch.rand((2, 3, 16, 16), generator=gen) > 0.7).float()
+    prob = logits.sigmoid()  # RetinaNet's definition, term by term
+    p_t = prob * targets + (1 - prob) * (1 - targets)
+    ce = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    alpha_t = 0.25 * targets + 0.75 * (1 - targets)
+    expected = (alpha_t * ce * (1 - p_t) ** 2).flatten(2).mean(-1)
+    torch.testing.assert_close(losses.focal_loss(logits, targets, 0.25, 2.0), expected)

@@ -27,13 +27,15 @@ class LossWeights:
 
 
 def focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float, gamma: float):
-    """(N, M, H, W) logits vs targets -> (N, M), mean over pixels (RetinaNet focal loss)."""
-    prob = logits.sigmoid()
+    """(N, M, H, W) logits vs 0/1 targets -> (N, M), mean over pixels (RetinaNet focal loss).
+
+    For 0/1 targets the cross-entropy is -log(p_t), so p_t = exp(-ce): one op instead of a
+    sigmoid and four blends (the loss runs on every multimask output of every step).
+    """
     ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    p_t = prob * targets + (1 - prob) * (1 - targets)
-    loss = ce * (1 - p_t) ** gamma
+    loss = ce * (1 - torch.exp(-ce)) ** gamma
     if alpha >= 0:
-        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+        loss = ((1 - alpha) + (2 * alpha - 1) * targets) * loss  # alpha on 1s, 1-alpha on 0s
     return loss.flatten(2).mean(-1)
 
 
