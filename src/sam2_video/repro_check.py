@@ -31,8 +31,9 @@ from typing import Any
 import yaml
 
 DATA_STAGES = ("fetch", "shard")
-# Wall-clock time (a metric key at any depth) is logged but no run can reproduce it.
-VOLATILE_METRICS = frozenset({"seconds"})
+# Metric keys (at any depth) that describe how a run went, not what it produced: wall-clock
+# time, and the encoder feature cache's use (a resumed run starts with an empty cache).
+VOLATILE_METRICS = frozenset({"seconds", "hit_rate", "clips", "megabytes"})
 
 
 @dataclass(frozen=True)
