@@ -13,6 +13,18 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
+def reduced_params(train_steps: int) -> dict:
+    """params.yaml overrides that make the whole pipeline run in seconds."""
+    return {
+        "fetch": {"synthetic": {"train_videos": 3, "val_videos": 2, "num_frames": 6}},
+        "shard": {"clip_length": 4, "stride": 2, "workers": 1},
+        "train": {"steps": train_steps, "batch_size": 2, "val_every": 2, "val_clips": 1,
+                  "checkpoint_every": 2, "warmup_steps": 1},
+        "evaluate": {"max_clips": 2, "prompts": ["mask", "box"]},
+        "render": {"num_clips": 1},
+    }  # fmt: skip
+
+
 def merge(base: dict, extra: dict) -> dict:
     """`extra`'s values written into `base`, section by section."""
     for key, value in extra.items():

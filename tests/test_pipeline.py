@@ -17,16 +17,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dvc_project import copy_project, init_git, run
+from dvc_project import copy_project, init_git, reduced_params, run
 
-SMALL = {
-    "fetch": {"synthetic": {"train_videos": 3, "val_videos": 2, "num_frames": 6}},
-    "shard": {"clip_length": 4, "stride": 2, "workers": 1},
-    "train": {"steps": 3, "batch_size": 2, "val_every": 2, "val_clips": 1,
-              "checkpoint_every": 2, "warmup_steps": 1},
-    "evaluate": {"max_clips": 2, "prompts": ["mask", "box"]},
-    "render": {"num_clips": 1},
-}  # fmt: skip
+SMALL = reduced_params(train_steps=3)
 
 
 @pytest.fixture(scope="module")

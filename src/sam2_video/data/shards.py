@@ -209,13 +209,6 @@ def _write_records(
     return summaries
 
 
-def write_encoded_shards(
-    clips: Iterable[EncodedClip], out_dir: Path, clips_per_shard: int
-) -> list[dict[str, Any]]:
-    """write_shards for already-encoded clips."""
-    records = (_clip_record(e.name, tuple((m, (p,)) for m, p in e.members)) for e in clips)
-    return _write_records(records, out_dir, clips_per_shard)
-
 
 def write_shards(
     clips: Iterable[Clip], out_dir: Path, clips_per_shard: int

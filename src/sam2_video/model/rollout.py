@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sam2_video.model import prompts
+from sam2_video.model import feature_cache, prompts
 
 PROMPT_KINDS = ("mask", "points", "box")
 
@@ -139,7 +139,7 @@ def track(
     Returns one FrameOutput per frame, in frame order.
     """
     b, t = images.shape[:2]
-    encoder_grad = any(p.requires_grad for p in model.image_encoder.parameters())
+    encoder_grad = not feature_cache.encoder_is_frozen(model)
     feats, pos, sizes = image_features(model, images.flatten(0, 1), encoder_grad, encoded)
     memory = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
     outputs: dict[int, FrameOutput] = {}
