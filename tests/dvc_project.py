@@ -32,12 +32,19 @@ def merge(base: dict, extra: dict) -> dict:
     return base
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run with this interpreter's environment first on PATH and the copy's own src/."""
+def project_env(cwd: Path, threads: int | None = None) -> dict[str, str]:
+    """This interpreter's environment first on PATH and the copy's own src/ on PYTHONPATH."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env["PYTHONPATH"] = str(cwd / "src")  # the copy's code, not the checkout's
-    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if threads is not None:  # processes sharing the cores: OpenMP spin-waits when oversubscribed
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    return env
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run in the copy's environment (`project_env`), output captured."""
+    out = subprocess.run(cmd, cwd=cwd, env=project_env(cwd), capture_output=True, text=True)
     if check and out.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}")
     return out

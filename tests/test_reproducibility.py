@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dvc_project import REPO, copy_project, init_git, reduced_params, run
+from dvc_project import REPO, copy_project, init_git, project_env, reduced_params, run
 
 from sam2_video import repro_check
 
@@ -97,25 +97,47 @@ def test_data_round_trips_through_a_directory_remote(committed, tmp_path):
     assert output_digests(committed) == before
 
 
-def wait_for_queue(root: Path, timeout_s: float = 400) -> str:
+def start_queue(root: Path, workers: int, log: Path) -> None:
+    """`dvc queue start`, its output in a file: the detached workers inherit its output
+    handles, so with pipes the call would return only when the last worker exits. One
+    thread per worker: two torch processes with two OpenMP threads each on two cores
+    spin-wait on each other (the likely reason a CI run of this test passed 300 s where it
+    usually takes under a minute)."""
+    cmd = ["dvc", "queue", "start", "-j", str(workers)]
+    with log.open("w") as out:
+        code = subprocess.run(cmd, cwd=root, env=project_env(root, threads=1), stdout=out,
+                              stderr=subprocess.STDOUT).returncode  # fmt: skip
+    assert code == 0, log.read_text()
+
+
+def running_task_logs(root: Path, status: str) -> str:
+    """`dvc queue logs` of every task still running: what a hung sweep was doing."""
+    names = [line.split()[0] for line in status.splitlines() if "Running" in line]
+    logs = [run(["dvc", "queue", "logs", name], root, check=False).stdout for name in names]
+    return "\n".join(logs)
+
+
+def wait_for_queue(root: Path, timeout_s: float) -> str:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         status = run(["dvc", "queue", "status"], root).stdout
         if "Queued" not in status and "Running" not in status:
             return status
         time.sleep(2)
-    raise AssertionError(f"queue not done after {timeout_s} s:\n{status}")
+    raise AssertionError(f"queue not done after {timeout_s} s:\n{status}\n"
+                         f"{running_task_logs(root, status)}")  # fmt: skip
 
 
 @pytest.mark.slow
-def test_queued_sweep_runs_on_two_workers_and_exp_show_compares(committed):
+@pytest.mark.timeout(600)
+def test_queued_sweep_runs_on_two_workers_and_exp_show_compares(committed, tmp_path):
     """Runs last of the tests on `committed`: `dvc exp apply` changes its workspace."""
     run(["dvc", "exp", "run", "--queue", "-S", "lr=1e-4,3e-4"], committed)
     try:
-        run(["dvc", "queue", "start", "-j", "2"], committed)
-        status = wait_for_queue(committed)
+        start_queue(committed, workers=2, log=tmp_path / "queue-start.log")
+        status = wait_for_queue(committed, timeout_s=480)
     finally:
-        run(["dvc", "queue", "stop"], committed, check=False)
+        run(["dvc", "queue", "stop", "--kill"], committed, check=False)
     assert status.count("Success") == 2, status
     table = csv.DictReader(io.StringIO(run(["dvc", "exp", "show", "--csv"], committed).stdout))
     experiments = {row["Experiment"]: row for row in table if row["Experiment"]}
