@@ -19,7 +19,7 @@ from dvclive import Live
 import sam2_video
 from sam2_video import fit
 from sam2_video.data.shards import ShardReader
-from sam2_video.files import sha256_bytes, sha256_file, write_json_atomic
+from sam2_video.files import sha256_file, source_digest, write_json_atomic
 from sam2_video.model import build, losses, rollout
 from sam2_video.params import Params, load_params
 
@@ -53,9 +53,7 @@ def settings_from(p: Params) -> fit.FitSettings:
 def code_digest() -> str:
     """Hash of this script and the package's code: a checkpoint written by other code (DVC
     re-runs the stage after a code change) must be trained afresh, not resumed."""
-    package = Path(sam2_video.__file__).parent
-    files = sorted([*package.rglob("*.py"), *package.rglob("*.yaml")]) + [Path(__file__)]
-    return sha256_bytes(b"".join(f.read_bytes() for f in files))
+    return source_digest(Path(sam2_video.__file__).parent, extra_files=(Path(__file__),))
 
 
 def pick_device(name: str, local_rank: int) -> torch.device:

@@ -63,3 +63,18 @@ def sha256_file(path: Path | str, chunk_size: int = 1 << 20) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def source_digest(package: Path, extra_files: tuple[Path, ...] = ()) -> str:
+    """sha256 over the names and bytes of a package's code (`.py`, `.yaml`) and `extra_files`.
+
+    Weights and data inside the package are left out: they have their own hashes.
+    """
+    files = sorted([*package.rglob("*.py"), *package.rglob("*.yaml")]) + list(extra_files)
+    digest = hashlib.sha256()
+    for path in files:
+        data = path.read_bytes()
+        name = path.relative_to(package) if path.is_relative_to(package) else Path(path.name)
+        digest.update(f"{name.as_posix()}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
