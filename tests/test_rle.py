@@ -138,6 +138,42 @@ def test_resize_runs_samples_pixel_centres() -> None:
     assert rle.resize_runs([], (4, 5), (2, 3)).shape == (0, 2, 3)
 
 
+@pytest.mark.parametrize("fill", [0.003, 0.5])
+def test_resize_runs_fills_sparse_and_dense_masks_alike(fill: float) -> None:
+    """Few True samples are set one by one, many are expanded and transposed: same pixels."""
+    rng = np.random.default_rng(6)
+    for in_h, in_w, out_h, out_w in [(40, 60, 20, 30), (37, 53, 41, 29), (8, 52, 22, 107)]:
+        masks = [rng.random((in_h, in_w)) < fill for _ in range(6)]
+        runs = [rle.segmentation_runs(uncompressed_rle(m), in_h, in_w) for m in masks]
+        resized = rle.resize_runs(runs, (in_h, in_w), (out_h, out_w))
+        sparse = resized.mean() * rle._SPARSE_SHARE < 1  # the path this fill takes
+        assert sparse == (fill < 0.1) and resized.flags.c_contiguous
+        for mask, out in zip(masks, resized, strict=True):
+            np.testing.assert_array_equal(out, nearest_reference(mask, out_h, out_w))
+
+
+def test_bulk_runs_are_the_run_lengths_of_the_mask() -> None:
+    """Strings of 1, 2, 3 and many runs (the delta coding starts at the 4th) parsed together."""
+    rng = np.random.default_rng(7)
+    masks = [np.zeros((H, W), bool), np.ones((H, W), bool), rect(0, 0, 3, 1), rect(5, 0, 2, 2)]
+    masks += [rng.random((H, W)) < p for p in (0.01, 0.3, 0.9)]
+    found = rle.bulk_segmentation_runs([compressed_rle(m) for m in masks], [(H, W)] * len(masks))
+    for runs, mask in zip(found, masks, strict=True):
+        assert runs is not None
+        assert runs.tolist() == uncompressed_rle(mask)["counts"]
+
+
+def test_single_polygons_decode_as_pycocotools_merges_them() -> None:
+    """One polygon is rasterised without pycocotools' merge (a copy): the same mask."""
+    segms = [triangle(0), triangle(3) + triangle(20), [[1.0, 1.0, 30.0, 2.0, 9.0, 35.0, 2.0, 20.0]]]
+    found = rle.bulk_segmentation_runs(segms, [(H, W)] * len(segms))
+    for runs, segm in zip(found, segms, strict=True):
+        expected = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(segm, H, W)))
+        assert runs is not None
+        np.testing.assert_array_equal(rle.resize_runs([runs], (H, W), (H, W))[0], expected)
+        np.testing.assert_array_equal(rle.decode_segmentation(segm, H, W), expected)
+
+
 def test_union_area_matches_pycocotools_merge() -> None:
     rng = np.random.default_rng(5)
     for trial in range(12):

@@ -134,6 +134,23 @@ def test_shards_are_what_tarfile_and_np_save_write(tmp_path: Path) -> None:
     assert written == _tarfile_shard(tmp_path / "reference.tar", clips)
 
 
+def test_short_ascii_names_get_tarfiles_headers(tmp_path: Path) -> None:
+    """ASCII member names of up to 100 characters take a header built by hand (the fast
+    path); byte for byte what tarfile writes, on both sides of the 100-character limit."""
+    names = ["a", "video_3__00004", "y" * 89, "z" * 90]  # "y"*89 + "/frames.npy": 100 chars
+    clips = [_clip(name, (2, 1, 5, 9), k) for k, name in enumerate(names)]
+    shards.write_shards(clips, tmp_path / "split", clips_per_shard=len(clips))
+    written = (tmp_path / "split" / "shard-00000.tar").read_bytes()
+    assert written == _tarfile_shard(tmp_path / "reference.tar", clips)
+    for name in ["a/b", "x" * 100, "x" * 101, "é/b", "\x7f"]:
+        for size in [0, 1, 8**11 - 1, 8**11]:  # the size field holds 11 octal digits
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = size, 0, 0o644
+            info.uid, info.gid, info.uname, info.gname = 0, 0, "", ""
+            expected = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+            assert shards._member_header(name, size) == expected, (name, size)
+
+
 def _numbered_clips(
     source: int, rng: np.random.Generator, on_skip: Callable[[str], None]
 ) -> Iterator[Clip]:

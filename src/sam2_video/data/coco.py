@@ -323,7 +323,15 @@ def read_rgb(path: Path, expected_size: tuple[int, int] | None = None) -> np.nda
 class _LoadedFrame:
     rgb: np.ndarray  # (h, w, 3) uint8, resized
     masks: dict[int, np.ndarray]  # object id -> (h, w) bool, resized
-    areas: dict[int, int]  # object id -> pixel count at source resolution
+    runs: dict[int, list[np.ndarray]]  # object id -> RLE runs of its annotations
+
+    def areas(self) -> dict[int, int]:
+        """object id -> pixel count at source resolution (the union of its annotations);
+        measured only for the frames that start a window."""
+        return {
+            object_id: union_area(runs) if len(runs) > 1 else runs_area(runs[0])
+            for object_id, runs in self.runs.items()
+        }
 
 
 # Frames whose masks are parsed and resized in one bulk pass: at most _CHUNK_FRAMES, and
@@ -346,13 +354,13 @@ def _chunk_masks(video: CocoVideo, frames: range, max_side: int | None) -> list[
     owners = [(i, k) for i in frames for k in range(len(video.frame_objects[i]))]
     segms = [video.frame_objects[i][k][1].get("segmentation") for i, k in owners]
     all_runs = bulk_segmentation_runs(segms, [video.frame_sizes[i] for i, _ in owners])
-    same_size: dict[tuple[tuple[int, int], tuple[int, int]], list[int]] = {}
+    same_size: dict[tuple[int, int], list[int]] = {}  # source (H, W) -> annotations
     for j, (i, _) in enumerate(owners):
         if all_runs[j] is not None:
-            source = video.frame_sizes[i]
-            same_size.setdefault((source, target_size(*source, max_side)), []).append(j)
+            same_size.setdefault(video.frame_sizes[i], []).append(j)
     found: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-    for (source, size), rows in same_size.items():
+    for source, rows in same_size.items():
+        size = target_size(*source, max_side)
         resized = resize_runs([all_runs[j] for j in rows], source, size)  # (N, h, w)
         found |= {owners[j]: (all_runs[j], mask) for j, mask in zip(rows, resized, strict=True)}
     return [[found.get((i, k)) for k in range(len(video.frame_objects[i]))] for i in frames]
@@ -372,19 +380,20 @@ def _one_mask(
 
 def _frame_masks(
     video: CocoVideo, index: int, size: tuple[int, int], found: _FrameMasks
-) -> tuple[dict[int, np.ndarray], dict[int, int]]:
-    """object id -> (h, w) bool resized union mask of frame `index`, and -> its area (pixels
-    at source resolution); masks are resized straight from their runs, never decoded whole."""
-    parts: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+) -> tuple[dict[int, np.ndarray], dict[int, list[np.ndarray]]]:
+    """object id -> (h, w) bool resized union mask of frame `index`, and -> the runs of its
+    annotations; masks are resized straight from their runs, never decoded whole."""
+    masks: dict[int, np.ndarray] = {}
+    runs: dict[int, list[np.ndarray]] = {}
     for (object_id, ann), item in zip(video.frame_objects[index], found, strict=True):
-        parts.setdefault(object_id, []).append(item or _one_mask(video, index, ann, size))
-    masks, areas = {}, {}
-    for object_id, [(runs, mask), *more] in parts.items():
-        if more:  # the object's annotations are merged (union)
-            mask = np.logical_or.reduce([mask, *(m for _, m in more)])
+        object_runs, mask = item or _one_mask(video, index, ann, size)
+        if object_id in masks:  # the object's annotations are merged (union)
+            mask = masks[object_id] | mask
+            runs[object_id].append(object_runs)
+        else:
+            runs[object_id] = [object_runs]
         masks[object_id] = mask
-        areas[object_id] = union_area([runs, *(r for r, _ in more)]) if more else runs_area(runs)
-    return masks, areas
+    return masks, runs
 
 
 def _load_frame(
@@ -393,8 +402,8 @@ def _load_frame(
     source_size = video.frame_sizes[index]
     size = target_size(*source_size, max_side)
     rgb = read_rgb(video.frame_paths[index], source_size)
-    masks, areas = _frame_masks(video, index, size, found)
-    return _LoadedFrame(rgb=resize_frame(rgb, size), masks=masks, areas=areas)
+    masks, runs = _frame_masks(video, index, size, found)
+    return _LoadedFrame(rgb=resize_frame(rgb, size), masks=masks, runs=runs)
 
 
 class _FrameWindow:
@@ -432,7 +441,7 @@ class _FrameWindow:
         if buffer.shape[1:] != frame.rgb.shape:
             return frame  # another size than its chunk's first frame: _stack_clip reports it
         buffer[index - first] = frame.rgb
-        return _LoadedFrame(buffer[index - first], frame.masks, frame.areas)
+        return _LoadedFrame(buffer[index - first], frame.masks, frame.runs)
 
     def clip_rgb(self, start: int, length: int) -> np.ndarray | None:
         """(T, h, w, 3) frames [start, start + length) as a read-only view of their chunk's
@@ -526,7 +535,7 @@ def video_clips(
     for start in starts:
         window.drop_before(start)
         first = window.get(start)
-        object_ids = choose_objects(first.areas, first.masks, max_objects, min_area, rng)
+        object_ids = choose_objects(first.areas(), first.masks, max_objects, min_area, rng)
         if not object_ids:
             if on_skip is not None:
                 on_skip(SKIP_NO_OBJECT)

@@ -16,10 +16,10 @@ vouch for goes to the exact one-at-a-time parser (`segmentation_runs`), which al
 the problem of bad input.
 
 Why resize from runs: decoding a mask costs its source size (H * W); resizing its runs
-(`resize_runs`) costs the output size (h * w) plus a binary search per run. On real COCO
-images (hundreds of pixels a side, shrunk for training) this is the big win. It samples
-exactly the pixels `resize_mask` does (output pixel i takes source pixel
-floor((i + 0.5) * in / out)), so the two agree pixel for pixel.
+(`resize_runs`) costs the output size (h * w) plus a table lookup per run, or only the set
+pixels when few are. On real COCO images (hundreds of pixels a side, shrunk for training)
+this is the big win. It samples exactly the pixels `resize_mask` does (output pixel i takes
+source pixel floor((i + 0.5) * in / out)), so the two agree pixel for pixel.
 
 This module knows only the segmentation formats: the COCO JSON readers (coco, motion,
 check) import it, never the other way round.
@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
-
 
 # ---------------------------------------------------------------------------- structure checks
 
@@ -88,10 +87,10 @@ def _polygon_problem(segm: list[Any]) -> str | None:
 
 def segmentation_problem(segm: Any, height: int, width: int) -> str | None:
     """Why `segm` is not a usable COCO segmentation of an image (cheap structural check)."""
+    if isinstance(segm, list):  # first: a list is no Mapping, and that check costs more
+        return _polygon_problem(segm)
     if isinstance(segm, Mapping):
         return _rle_problem(segm, height, width)
-    if isinstance(segm, list):
-        return _polygon_problem(segm)
     return f"is {type(segm).__name__}, expected an RLE dict or a list of polygons"
 
 
@@ -182,13 +181,14 @@ def _undelta(values: np.ndarray, string_of: np.ndarray, count: int) -> tuple[np.
     """
     per_string = np.bincount(string_of, minlength=count)
     first_run = np.cumsum(per_string) - per_string
-    index = np.arange(len(values)) - np.repeat(first_run, per_string)  # within its string
-    runs = values.copy()
-    for same_parity in (index % 2 == 1, (index % 2 == 0) & (index > 0)):
-        part = np.where(same_parity, values, 0)
-        total = np.cumsum(part)
-        before = np.repeat(total[first_run] - part[first_run], per_string)
-        runs[same_parity] = (total - before)[same_parity]
+    chains = np.empty_like(values)  # chains[i] = values[i] + chains[i - 2], across strings
+    chains[0::2], chains[1::2] = np.cumsum(values[0::2]), np.cumsum(values[1::2])
+    # A string's own chains start at its 2nd and 3rd run: less what the chains held before
+    # (chains[first - 1] for odd places, chains[first] for even ones; 0 before the start).
+    first_of = np.repeat(first_run, per_string)
+    odd_place = (np.arange(len(values)) - first_of) & 1
+    runs = chains - np.concatenate(([0], chains))[first_of + 1 - odd_place]
+    runs[first_run] = values[first_run]  # the first run is stored as it is
     return runs, first_run
 
 
@@ -206,19 +206,48 @@ def _bulk_string_runs(strings: Sequence[bytes], pixels: Sequence[int]) -> list[n
     runs, first_run = _undelta(values, string_of, len(some))
     negative = np.minimum.reduceat(runs, first_run) < 0
     covers = np.add.reduceat(runs, first_run) == np.array([pixels[k] for k in some])
-    parts = np.split(runs, first_run[1:])
-    for k, part, ok in zip(some, parts, ~unsure & ~negative & covers, strict=True):
-        found[k] = part if ok else None
+    ends = np.append(first_run[1:], len(runs)).tolist()  # np.split is slow for many parts
+    for k, start, end, ok in zip(some, first_run.tolist(), ends, ~unsure & ~negative & covers,
+                                 strict=True):  # fmt: skip
+        found[k] = runs[start:end] if ok else None
     return found
+
+
+def _polygon_counts(polygons: list[list[float]], height: int, width: int) -> bytes:
+    """Compressed RLE of polygons, rasterised and merged (union) by pycocotools.
+
+    One polygon is not merged: merging a single RLE copies it, so the string is the same.
+    """
+    rles = mask_utils.frPyObjects(polygons, height, width)
+    return rles[0]["counts"] if len(rles) == 1 else mask_utils.merge(rles)["counts"]
+
+
+def _is_plain_rle(segm: Any, height: int, width: int) -> bool:
+    """The common case, checked quickly: {"size": [height, width], "counts": ASCII str}
+    (exactly what segmentation_problem accepts as compressed RLE, for these types)."""
+    if type(segm) is not dict:
+        return False
+    size, counts = segm.get("size"), segm.get("counts")
+    return (
+        type(size) is list
+        and len(size) == 2
+        and type(size[0]) is int  # not bool, which == compares as an int
+        and type(size[1]) is int
+        and size == [height, width]
+        and type(counts) is str
+        and counts.isascii()
+    )
 
 
 def _rle_string_or_runs(segm: Any, height: int, width: int) -> bytes | np.ndarray | None:
     """A structurally valid segmentation as compressed RLE bytes, or its runs when they are
     given uncompressed; None when it is not structurally valid or not ASCII."""
+    if _is_plain_rle(segm, height, width):
+        return segm["counts"].encode("ascii")
     if segmentation_problem(segm, height, width):
         return None
     if isinstance(segm, list):  # polygons: pycocotools rasterises and merges them
-        return mask_utils.merge(mask_utils.frPyObjects(segm, height, width))["counts"]
+        return _polygon_counts(segm, height, width)
     counts = segm["counts"]
     if isinstance(counts, list):
         return np.array(counts, dtype=np.int64)  # checked: ints >= 0 summing to H*W
@@ -259,10 +288,8 @@ def segmentation_runs(segm: Any, height: int, width: int) -> np.ndarray:
     problem = segmentation_problem(segm, height, width)
     if problem:
         raise ValueError(f"field 'segmentation' {problem}")
-    if isinstance(segm, list):  # only a huge image takes polygons here
-        counts = mask_utils.merge(mask_utils.frPyObjects(segm, height, width))["counts"]
-    else:
-        counts = segm["counts"]  # a string: count lists never come back as None
+    # polygons only on a huge image; else a string (count lists never come back as None)
+    counts = _polygon_counts(segm, height, width) if isinstance(segm, list) else segm["counts"]
     check_compressed_counts(counts, height, width)  # raises, naming the problem
     return np.array(_rle_string_counts(counts), dtype=np.int64)  # valid, beyond the fast path
 
@@ -330,13 +357,61 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
-def _sample_positions(source: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
-    """(w * h,) column-major source indices that resize_mask samples, by column: ascending
-    as long as no column is sampled twice (w <= W)."""
-    rows, cols = _sample_rows(source[0], size[0]), _sample_rows(source[1], size[1])
-    positions = (cols[:, None] * source[0] + rows[None, :]).reshape(-1)
-    positions.flags.writeable = False  # shared through the cache
-    return positions
+def _sample_counts(
+    source: tuple[int, int], size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tables that count the pixels resize_mask samples before a column-major source index
+    x * H + y: before_column[x] + in_column[x] * before_row[y] (one column is sampled at
+    most once as long as w <= W; rows may repeat). (W + 1,), (W + 1,), (H,) int64."""
+    (height, width), (out_h, out_w) = source, size
+    rows, cols = _sample_rows(height, out_h), _sample_rows(width, out_w)
+    before_column = np.searchsorted(cols, np.arange(width + 1)) * out_h
+    in_column = np.zeros(width + 1, np.int64)
+    in_column[cols] = 1
+    before_row = np.searchsorted(rows, np.arange(height))
+    for table in (before_column, in_column, before_row):
+        table.flags.writeable = False  # shared through the cache
+    return before_column, in_column, before_row
+
+
+@functools.lru_cache(maxsize=16)
+def _row_major_index(size: tuple[int, int]) -> np.ndarray:
+    """(h * w,) row-major index of each pixel of an (h, w) image listed column by column."""
+    height, width = size
+    column_major = np.arange(height * width)
+    index = column_major % height * width + column_major // height
+    index.flags.writeable = False  # shared through the cache
+    return index
+
+
+def _samples_before(
+    bounds: np.ndarray, source: tuple[int, int], size: tuple[int, int]
+) -> np.ndarray:
+    """Pixels resize_mask samples before each column-major source index in `bounds`."""
+    if source == size:
+        return bounds
+    before_column, in_column, before_row = _sample_counts(source, size)
+    column, row = np.divmod(bounds, source[0])
+    return before_column[column] + in_column[column] * before_row[row]
+
+
+def _fill_sparse(
+    ends: np.ndarray, lengths: np.ndarray, mask_of: np.ndarray, count: int, size: tuple[int, int]
+) -> np.ndarray:
+    """(count, h, w) bool: True where the given runs of 1s lie, each the `length` samples
+    before `end` (numbered column by column within its mask) of mask `mask_of`; the cost
+    follows the True pixels, not the output size."""
+    pixels = size[0] * size[1]
+    starts = ends - lengths - (np.cumsum(lengths) - lengths)  # minus the samples before
+    samples = np.arange(int(lengths.sum())) + np.repeat(starts, lengths)  # column by column
+    filled = np.zeros(count * pixels, dtype=bool)
+    filled[_row_major_index(size)[samples] + np.repeat(mask_of * pixels, lengths)] = True
+    return filled.reshape(count, *size)
+
+
+# Below this share of True samples, masks are filled pixel by pixel rather than expanded
+# whole and transposed (which costs about as much as filling 1/16 of the pixels one by one).
+_SPARSE_SHARE = 16
 
 
 def resize_runs(
@@ -344,25 +419,27 @@ def resize_runs(
 ) -> np.ndarray:
     """(N, h, w) bool masks of N RLEs of a `source` (H, W) image, resized as resize_mask.
 
-    Only the sampled pixels are expanded: each run's share of them is found by a binary
-    search per run, so the cost follows the output size, not the source resolution.
+    Only the sampled pixels are expanded: the samples before each run boundary are counted
+    from lookup tables, so the cost follows the output size, not the source resolution.
     """
     (height, width), (out_h, out_w) = source, size
-    if out_w > width:  # repeated columns would break the search order: repeat them after
+    if out_w > width:  # repeated columns would break the counting: repeat them after
         masks = resize_runs(all_runs, source, (out_h, width))
         return np.ascontiguousarray(masks[:, :, _sample_rows(width, out_w)])
     counts = np.fromiter(map(len, all_runs), np.int64, len(all_runs))
     runs = np.concatenate(all_runs) if len(all_runs) else np.zeros(0, np.int64)
     mask_index = np.arange(len(all_runs))
-    if source == size:
-        per_run = runs
-    else:  # bounds of mask k lie in [k*H*W, (k+1)*H*W]: search them within their own mask
-        bounds = np.cumsum(runs) - np.repeat(mask_index * (height * width), counts)
-        taken = np.searchsorted(_sample_positions(source, size), bounds)
-        taken += np.repeat(mask_index * (out_h * out_w), counts)  # samples of masks before
-        per_run = np.empty_like(taken)  # samples that fall in each run
-        per_run[:1], per_run[1:] = taken[:1], taken[1:] - taken[:-1]
+    # bounds of mask k lie in [k*H*W, (k+1)*H*W]: count samples within their own mask
+    mask_of = np.repeat(mask_index, counts)
+    bounds = np.cumsum(runs) - mask_of * (height * width)
+    within = _samples_before(bounds, source, size)  # samples before each bound in its mask
+    taken = within + mask_of * (out_h * out_w)  # and in the masks before
+    per_run = np.empty_like(taken)  # samples that fall in each run
+    per_run[:1], per_run[1:] = taken[:1], taken[1:] - taken[:-1]
     first_run = np.cumsum(counts) - counts
-    ones = (np.arange(len(runs)) - np.repeat(first_run, counts)) % 2 == 1  # 0s, 1s, 0s, ...
+    ones = ((np.arange(len(runs)) - first_run[mask_of]) & 1).astype(bool)  # 0s, 1s, 0s, ...
+    ones_lengths = per_run[ones]
+    if _SPARSE_SHARE * int(ones_lengths.sum()) < len(all_runs) * out_h * out_w:
+        return _fill_sparse(within[ones], ones_lengths, mask_of[ones], len(all_runs), size)
     by_column = np.repeat(ones, per_run).reshape(len(all_runs), out_w, out_h)
     return np.ascontiguousarray(by_column.transpose(0, 2, 1))  # C order: clips stack it fast
