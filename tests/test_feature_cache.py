@@ -2,7 +2,13 @@ import torch
 from conftest import square_masks
 
 from sam2_video.model import build, rollout
-from sam2_video.model.feature_cache import EncoderCache, encode_clip, encoder_is_frozen
+from sam2_video.model.feature_cache import (
+    SAM_FPN,
+    EncoderCache,
+    encode_clip,
+    encoder_is_frozen,
+    projections_are_frozen,
+)
 
 
 def _images(clips: int, frames: int = 3, seed: int = 0) -> torch.Tensor:
@@ -69,5 +75,38 @@ def test_track_on_cached_encoder_output_equals_track_encoding_itself(tiny_model)
                                encoded)  # fmt: skip
     for d, c in zip(direct, cached, strict=True):
         torch.testing.assert_close(d.logits, c.logits, atol=1e-4, rtol=1e-4)
-    # the cached dict is read, not modified (the decoder's projections apply to a copy)
+    # the cached dict is read, not modified
+    again = EncoderCache(2**30).encode(tiny_model, images, ["clip"])
+    for x, y in zip(encoded[SAM_FPN], again[SAM_FPN], strict=True):
+        assert torch.equal(x, y)
+
+
+def test_frozen_decoder_projections_are_cached_as_forward_image_applies_them(tiny_model):
+    build.set_trainable(tiny_model, ["memory_attention", "memory_encoder"])
+    assert projections_are_frozen(tiny_model)
+    images = _images(2)
+    cache = EncoderCache(max_bytes=2**30)
+    first = cache.encode(tiny_model, images, ["a", "b"])
+    again = cache.encode(tiny_model, images, ["a", "b"])
+    assert (cache.hits, cache.misses) == (2, 2) and "backbone_fpn" not in first
+    with torch.no_grad():
+        whole = tiny_model.forward_image(images.flatten(0, 1))  # SAM2's own projection
+    d_model = tiny_model.image_encoder.neck.d_model
+    assert whole["backbone_fpn"][0].shape[1] < d_model  # conv_s0 did project the level
+    for key, ref in (("vision_pos_enc", "vision_pos_enc"), (SAM_FPN, "backbone_fpn")):
+        for x, y, z in zip(first[key], again[key], whole[ref], strict=True):
+            assert torch.equal(x, y)
+            torch.testing.assert_close(x, z, atol=1e-5, rtol=1e-5)
+    # the shared position encodings of the two clips stay one tensor, not a copy per frame
+    assert all(pe.stride(0) == 0 for pe in first["vision_pos_enc"])
+
+
+def test_trainable_decoder_projections_get_raw_levels_and_gradients(tiny_model):
+    build.set_trainable(tiny_model, ["memory_attention", "sam_mask_decoder"])
+    assert encoder_is_frozen(tiny_model) and not projections_are_frozen(tiny_model)
+    images = _images(1)
+    encoded = EncoderCache(2**30).encode(tiny_model, images, ["clip"])
     assert encoded["backbone_fpn"][0].shape[1] == tiny_model.image_encoder.neck.d_model
+    feats, _, _ = rollout.image_features(tiny_model, images[0], False, encoded)
+    feats[0].sum().backward()  # the decoder reads conv_s0's output, with its graph
+    assert tiny_model.sam_mask_decoder.conv_s0.weight.grad.abs().sum() > 0

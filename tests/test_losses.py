@@ -71,3 +71,75 @@ def test_focal_loss_equals_the_textbook_formula_on_random_and_extreme_logits():
     alpha_t = 0.25 * targets + 0.75 * (1 - targets)
     expected = (alpha_t * ce * (1 - p_t) ** 2).flatten(2).mean(-1)
     torch.testing.assert_close(losses.focal_loss(logits, targets, 0.25, 2.0), expected)
+
+
+def _reference_step(logits, ious, obj, gt, w):
+    """SAM2's per-step terms written out directly (textbook focal, bool IoU), summed."""
+    t = gt[:, None].float().expand_as(logits)
+    prob = logits.sigmoid()
+    ce = torch.nn.functional.binary_cross_entropy_with_logits(logits, t, reduction="none")
+    p_t = prob * t + (1 - prob) * (1 - t)
+    alpha_t = w.focal_alpha * t + (1 - w.focal_alpha) * (1 - t)
+    focal = (alpha_t * ce * (1 - p_t) ** w.focal_gamma).flatten(2).mean(-1)
+    dice = 1 - (2 * (prob * t).flatten(2).sum(-1) + 1) / (
+        prob.flatten(2).sum(-1) + t.flatten(2).sum(-1) + 1
+    )
+    pred, g = logits.flatten(2) > 0, t.flatten(2) > 0
+    iou = (pred & g).sum(-1) / (pred | g).sum(-1).clamp(min=1)
+    best = torch.argmin(focal * w.mask + dice * w.dice, dim=1)
+    rows = torch.arange(len(best))
+    present = gt.flatten(1).any(1).float()
+    return {
+        "mask": (focal[rows, best] * present).sum(),
+        "dice": (dice[rows, best] * present).sum(),
+        "iou": ((ious - iou).abs().mean(1) * present).sum(),
+        "object_score": torch.nn.functional.binary_cross_entropy_with_logits(
+            obj[:, 0], present, reduction="sum"
+        ),
+    }
+
+
+def test_clip_losses_equal_a_direct_per_step_implementation_with_gradients():
+    from sam2_video.model.rollout import FrameOutput, Step
+
+    gen = torch.Generator().manual_seed(3)
+    n, size, w = 3, 24, losses.LossWeights()
+    gt = torch.rand((3, n, size, size), generator=gen) > 0.6
+    gt[:, 2] = False  # an absent object: only its object score counts
+    masks_per_step = [[3, 1, 1], [1], [1]]  # a clicked frame (3 steps), two tracked frames
+    leaves, frames = [], []
+    for ms in masks_per_step:
+        steps = []
+        for m in ms:
+            logits = torch.randn((n, m, size, size), generator=gen) * 6
+            logits[0, 0, 0, :4] = torch.tensor([60.0, -60.0, 0.0, -1024.0])  # extremes, 0
+            parts = (logits, torch.rand((n, m), generator=gen), torch.randn((n, 1), generator=gen))
+            leaves += [x.requires_grad_() for x in parts]
+            steps.append(Step(*parts))
+        frames.append(FrameOutput(steps, steps[-1].multimask_logits[:, :1], None))
+    got = losses.clip_losses(frames, gt, w)
+    want = dict.fromkeys(("mask", "dice", "iou", "object_score"), 0.0)
+    for f, frame in enumerate(frames):
+        for s in frame.steps:
+            ref = _reference_step(s.multimask_logits, s.ious, s.object_score_logits, gt[f], w)
+            want = {k: want[k] + ref[k] / n for k in want}
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-6, msg=k)
+    got_grads = torch.autograd.grad(got["total"], leaves)
+    want_grads = torch.autograd.grad(losses.total_loss(want, w), leaves)
+    for a, b in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_one_target_mask_broadcasts_over_the_multimask_outputs():
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn((2, 3, 8, 8), generator=gen) * 3
+    one = (torch.rand((2, 1, 8, 8), generator=gen) > 0.5).float()
+    every = one.expand_as(logits)
+    ious = torch.rand((2, 3), generator=gen)
+    torch.testing.assert_close(losses.focal_loss(logits, one, 0.25, 2.0),
+                               losses.focal_loss(logits, every, 0.25, 2.0))  # fmt: skip
+    torch.testing.assert_close(losses.dice_loss(logits, one), losses.dice_loss(logits, every))
+    torch.testing.assert_close(losses.iou_prediction_loss(logits, one, ious),
+                               losses.iou_prediction_loss(logits, every, ious))  # fmt: skip
+    torch.testing.assert_close(losses.bce_loss(logits, one), losses.bce_loss(logits, every))

@@ -57,3 +57,13 @@ def test_pixels_are_drawn_uniformly_from_the_region_and_empty_gives_origin():
     for n in counts.values():  # 10,000 expected each, standard deviation 87 (binomial)
         assert abs(n - 10_000) < 300
     assert torch.equal(xy[1], torch.zeros((40_000, 2)))  # empty region
+
+
+def test_object_without_errors_gets_a_positive_click_inside_or_padding_when_absent():
+    gt = torch.cat([_rect(4, 12, 6, 20), torch.zeros(1, 32, 32, dtype=torch.bool)])
+    pred = gt.clone()  # nothing to correct on either object
+    for seed in range(20):
+        coords, labels = prompts.correction_clicks(gt, pred, torch.Generator().manual_seed(seed))
+        x, y = coords[0, 0].long().tolist()
+        assert gt[0, y, x] and labels.tolist() == [[1], [-1]]
+    assert torch.equal(pred, gt)  # the inputs are not modified

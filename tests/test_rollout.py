@@ -49,3 +49,33 @@ def test_sample_plan_respects_probabilities_and_cond_frames():
     assert all(p.cond_frames[0] == 0 and len(p.cond_frames) in (1, 2) for p in plans)
     assert {len(p.cond_frames) for p in plans} == {1, 2}
     assert all(p.correction_frames == p.cond_frames for p in plans)
+
+
+def _memory_grads(model, kind, clicks):
+    images, gt, owners = _batch(t=4)
+    cfg = rollout.PromptConfig(num_correction_clicks=clicks)
+    plan = rollout.Plan((0,), kind, (0,) if clicks else ())
+    torch.manual_seed(1)  # the same dropout draws in both runs
+    frames = rollout.track(model, images, gt, owners, plan, cfg, torch.Generator().manual_seed(2))
+    losses.clip_losses(frames, gt, losses.LossWeights())["total"].backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if n.startswith("memory_")}
+    return frames[0].logits.is_inference(), grads
+
+
+@pytest.mark.parametrize("kind,clicks", [("mask", 0), ("points", 2)])
+def test_conditioning_frames_decoded_without_autograd_give_the_same_gradients(
+    tiny_cfg, kind, clicks
+):
+    fast, slow = (build.build_model(tiny_cfg) for _ in range(2))
+    slow.load_state_dict(fast.state_dict())
+    for model in (fast, slow):
+        build.set_trainable(model, ["memory_attention", "memory_encoder"])
+        model.train()
+    slow.obj_ptr_proj.requires_grad_(True)  # a trained decoding weight: autograd throughout
+    fast_inference, fast_grads = _memory_grads(fast, kind, clicks)
+    slow_inference, slow_grads = _memory_grads(slow, kind, clicks)
+    assert (fast_inference, slow_inference) == (True, False)  # the two paths were taken
+    assert slow.obj_ptr_proj.layers[0].weight.grad is not None
+    assert fast_grads.keys() == slow_grads.keys()
+    for name, grad in fast_grads.items():
+        assert torch.equal(grad, slow_grads[name]), name

@@ -8,6 +8,11 @@ it and every later visit reads it back (the default run draws each clip ~8 times
 Each clip is always encoded on its own, as one (T, 3, S, S) batch, whether it is cached or
 not: a cache hit returns exactly the tensors a miss would compute, so a resumed run (cold
 cache) trains bit-identically to an uninterrupted one (warm cache).
+
+When the mask decoder's high-resolution projections (conv_s0/s1) are frozen as well, the
+cache keeps their output instead of the two finest encoder levels (as SAM2Base.forward_image
+does before its clicks): a hit skips them too, and the finest level shrinks 8x (64 -> 8
+channels in the tiny model).
 """
 
 from __future__ import annotations
@@ -17,10 +22,30 @@ from collections import OrderedDict
 import torch
 
 Encoded = dict[str, torch.Tensor | list[torch.Tensor]]  # SAM2 ImageEncoder.forward output
+# Encoded key of backbone_fpn with the decoder's conv_s0/s1 applied to its two finest levels
+# (SAM2Base.forward_image's backbone_fpn); present instead of "backbone_fpn"
+SAM_FPN = "sam_fpn"
 
 
 def encoder_is_frozen(model: torch.nn.Module) -> bool:
     return not any(p.requires_grad for p in model.image_encoder.parameters())
+
+
+def high_res_projections(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The mask decoder's convs on the two finest levels (none if the model skips them)."""
+    if not model.use_high_res_features_in_sam:
+        return []
+    return [model.sam_mask_decoder.conv_s0, model.sam_mask_decoder.conv_s1]
+
+
+def projections_are_frozen(model: torch.nn.Module) -> bool:
+    return not any(p.requires_grad for m in high_res_projections(model) for p in m.parameters())
+
+
+def project_fpn(model: torch.nn.Module, fpn: list[torch.Tensor]) -> list[torch.Tensor]:
+    """backbone_fpn levels as the mask decoder reads them (SAM2Base.forward_image)."""
+    convs = high_res_projections(model)
+    return [conv(x) for conv, x in zip(convs, fpn, strict=False)] + list(fpn[len(convs) :])
 
 
 def _tensors(out: Encoded) -> list[torch.Tensor]:
@@ -46,21 +71,41 @@ def _share_position_encodings(out: Encoded) -> Encoded:
     return {**out, "vision_pos_enc": shared}
 
 
+def _join(parts: list[torch.Tensor]) -> torch.Tensor:
+    """torch.cat along dim 0, except that per-frame copies of one shared tensor (see
+    _share_position_encodings) stay one shared tensor instead of being copied out."""
+    first = parts[0]
+    shared = all(p.stride(0) == 0 for p in parts) and all(
+        torch.equal(p[:1], first[:1]) for p in parts[1:]
+    )
+    if shared:
+        return first[:1].expand(sum(p.shape[0] for p in parts), *first.shape[1:])
+    return torch.cat(parts)
+
+
 def concat(outputs: list[Encoded]) -> Encoded:
     """Join per-clip encoder outputs along the image axis (clip-major, as images.flatten)."""
     joined: Encoded = {}
     for key, first in outputs[0].items():
         if isinstance(first, list):
-            joined[key] = [torch.cat([o[key][i] for o in outputs]) for i in range(len(first))]
+            joined[key] = [_join([o[key][i] for o in outputs]) for i in range(len(first))]
         else:
-            joined[key] = torch.cat([o[key] for o in outputs])
+            joined[key] = _join([o[key] for o in outputs])
     return joined
 
 
 def encode_clip(model: torch.nn.Module, frames: torch.Tensor) -> Encoded:
-    """SAM2's image-encoder output for one clip's (T, 3, S, S) frames, without autograd."""
+    """SAM2's image features for one clip's (T, 3, S, S) frames, without autograd.
+
+    The image-encoder output, with the frozen decoder projections applied (key SAM_FPN)
+    when conv_s0/s1 are frozen; with them trainable, the raw levels ("backbone_fpn").
+    """
     with torch.no_grad():
-        return model.image_encoder(frames)
+        out = model.image_encoder(frames)
+        if not projections_are_frozen(model):
+            return out
+        return {"vision_pos_enc": out["vision_pos_enc"],
+                SAM_FPN: project_fpn(model, out["backbone_fpn"])}  # fmt: skip
 
 
 class EncoderCache:

@@ -21,17 +21,19 @@ def _sample_pixels(region: torch.Tensor, num: int, gen: torch.Generator) -> torc
     training step with correction clicks.)
     """
     n, h, w = region.shape
-    flat = region.flatten(1).long()  # (N, HW)
-    count = flat.sum(dim=1, keepdim=True)  # (N, 1)
+    running = region.flatten(1).cumsum(dim=1, dtype=torch.int32)  # (N, HW) pixels so far
+    count = running[:, -1:]  # (N, 1)
     u = torch.rand((n, num), generator=gen, dtype=torch.float64).to(region.device)
-    rank = (u * count).long()  # 0-based rank among the region's pixels, < count
-    idx = torch.searchsorted(flat.cumsum(dim=1), rank + 1)  # (N, num) first cum >= rank+1
+    rank = (u * count).to(torch.int32)  # 0-based rank among the region's pixels, < count
+    idx = torch.searchsorted(running, rank + 1)  # (N, num) first running count >= rank+1
     idx = torch.where(count > 0, idx, torch.zeros_like(idx))
     return torch.stack([idx % w, idx // w], dim=-1).float()
 
 
 def _is_empty(masks: torch.Tensor) -> torch.Tensor:
-    return ~masks.flatten(1).any(dim=1)  # (N,)
+    """(N,) no pixel set. The max of the bytes: bool any() is a ~20x slower reduction on
+    CPU, and this runs on 128 px masks at every correction click."""
+    return masks.flatten(1).view(torch.uint8).amax(dim=1) == 0
 
 
 def center_points(masks: torch.Tensor) -> torch.Tensor:
@@ -92,9 +94,9 @@ def correction_clicks(
     false positives (label 0); an object without errors gets a positive click inside it,
     or padding when it is absent.
     """
-    errors = gt ^ pred
-    no_error = _is_empty(errors)
-    region = torch.where(no_error[:, None, None], gt, errors)
+    region = gt ^ pred  # the errors ...
+    no_error = _is_empty(region)
+    region[no_error] = gt[no_error]  # ... or the object itself where there are none
     coords = _sample_pixels(region, 1, gen)  # (N, 1, 2)
     x, y = coords[:, 0, 0].long(), coords[:, 0, 1].long()
     on_object = gt[torch.arange(gt.shape[0], device=gt.device), y, x]

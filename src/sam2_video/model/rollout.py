@@ -73,17 +73,18 @@ def image_features(model, images: torch.Tensor, encoder_grad: bool, encoded=None
 
     The image encoder runs without an autograd graph unless it is being trained; the
     decoder's high-res projections (conv_s0/s1) always follow their own requires_grad.
-    `encoded`: the image encoder's output for these images, when the caller has it
-    (feature_cache); it is read, never modified.
+    `encoded`: feature_cache.encode_clip's output for these images, when the caller has it
+    (raw encoder levels, or with the frozen projections already applied); it is read,
+    never modified.
     """
     if encoded is None:
         with torch.set_grad_enabled(encoder_grad and torch.is_grad_enabled()):
             encoded = model.image_encoder(images)
-    backbone_out = {**encoded, "backbone_fpn": list(encoded["backbone_fpn"])}
-    if model.use_high_res_features_in_sam:
-        fpn = backbone_out["backbone_fpn"]
-        fpn[0] = model.sam_mask_decoder.conv_s0(fpn[0])
-        fpn[1] = model.sam_mask_decoder.conv_s1(fpn[1])
+    if feature_cache.SAM_FPN in encoded:
+        fpn = encoded[feature_cache.SAM_FPN]
+    else:
+        fpn = feature_cache.project_fpn(model, encoded["backbone_fpn"])
+    backbone_out = {"backbone_fpn": fpn, "vision_pos_enc": encoded["vision_pos_enc"]}
     _, feats, pos, sizes = model._prepare_backbone_features(backbone_out)
     return feats, pos, sizes  # feats/pos: lists of (HW, F, C)
 
@@ -121,6 +122,40 @@ def _correct(model, step0, sam_out, gt, point_inputs, frame_ctx, n_clicks, gen):
     return steps, sam_out, point_inputs
 
 
+# Top-level parts of SAM2Base that decoding a conditioning frame from its prompts never
+# reads (with directly_add_no_mem_embed it reads the features, no_mem_embed, the prompt
+# encoder, the mask decoder, mask_downsample and the object-pointer head): the memory path
+MEMORY_PATH = ("image_encoder", "memory_attention", "memory_encoder", "maskmem_tpos_enc",
+               "no_mem_pos_enc", "no_obj_embed_spatial", "obj_ptr_tpos_proj")  # fmt: skip
+
+
+def cond_decoding_is_frozen(model, feats: list[torch.Tensor]) -> bool:
+    """Whether conditioning frames can be decoded in inference mode: no weight their
+    decoding reads is trained and their features carry no graph (the usual fine-tuning of
+    the memory modules). Then their up to 1 + clicks decoder passes skip all autograd
+    bookkeeping; their outputs still feed the memory encoder, which trains, as inputs.
+    """
+    if not model.directly_add_no_mem_embed or any(f.requires_grad for f in feats):
+        return False  # without it, a conditioning frame goes through memory attention
+    return not any(p.requires_grad for name, p in model.named_parameters()
+                   if name.split(".")[0] not in MEMORY_PATH)  # fmt: skip
+
+
+def _decode(model, frame, is_cond, plan, cfg, gen, gt, feats, pos, sizes, memory, t):
+    """One frame's SAM2 decoding: prompts (conditioning frames), prediction, corrections."""
+    point_inputs, mask_inputs = _prompt_inputs(plan.kind, gt, cfg, gen) if is_cond else (None, None)
+    out, sam_out, high_res_features, pix_feat = model._track_step(
+        frame, is_cond, feats, pos, sizes, point_inputs, mask_inputs, memory, t, False, None
+    )
+    steps = [Step(sam_out[1], sam_out[2], sam_out[6])]
+    if frame in plan.correction_frames:
+        ctx = (high_res_features, pix_feat, is_cond)
+        steps, sam_out, point_inputs = _correct(
+            model, steps[0], sam_out, gt, point_inputs, ctx, cfg.num_correction_clicks, gen
+        )
+    return out, sam_out, steps, point_inputs
+
+
 def track(
     model,
     images: torch.Tensor,
@@ -141,27 +176,23 @@ def track(
     b, t = images.shape[:2]
     encoder_grad = not feature_cache.encoder_is_frozen(model)
     feats, pos, sizes = image_features(model, images.flatten(0, 1), encoder_grad, encoded)
+    # only while training: under no_grad (evaluation) it gains nothing, and callers could
+    # not modify the inference tensors it returns
+    frozen_cond = torch.is_grad_enabled() and cond_decoding_is_frozen(model, feats)
     memory = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
     outputs: dict[int, FrameOutput] = {}
     order = list(plan.cond_frames) + [f for f in range(t) if f not in plan.cond_frames]
     for frame in order:
         img_ids = obj_to_clip * t + frame  # this frame's image for each object
         cur_feats = [x[:, img_ids] for x in feats]
-        cur_pos = [x[:, img_ids] for x in pos]
+        # _track_step reads only the top level's position encoding: gather just that one
+        # (the finest level's is 16x its size)
+        cur_pos = [*pos[:-1], pos[-1][:, img_ids]]
         is_cond = frame in plan.cond_frames
-        point_inputs, mask_inputs = (
-            _prompt_inputs(plan.kind, gt[frame], cfg, gen) if is_cond else (None, None)
-        )
-        out, sam_out, high_res_features, pix_feat = model._track_step(
-            frame, is_cond, cur_feats, cur_pos, sizes, point_inputs, mask_inputs,
-            memory, t, False, None,
-        )  # fmt: skip
-        steps = [Step(sam_out[1], sam_out[2], sam_out[6])]
-        if frame in plan.correction_frames:
-            ctx = (high_res_features, pix_feat, is_cond)
-            steps, sam_out, point_inputs = _correct(
-                model, steps[0], sam_out, gt[frame], point_inputs, ctx,
-                cfg.num_correction_clicks, gen,
+        with torch.inference_mode(is_cond and frozen_cond):
+            out, sam_out, steps, point_inputs = _decode(
+                model, frame, is_cond, plan, cfg, gen, gt[frame], cur_feats, cur_pos, sizes,
+                memory, t,
             )  # fmt: skip
         out["pred_masks"], out["pred_masks_high_res"], out["obj_ptr"] = sam_out[3:6]
         # no later frame reads the memory of the last one: skip its memory encoder
