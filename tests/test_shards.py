@@ -356,3 +356,11 @@ def test_reader_works_in_forked_and_spawned_workers(tmp_path: Path) -> None:
         got = list(pool.map(functools.partial(_clip_digest, reader), range(len(reader))))
     assert got == expected
     assert [_clip_digest(reader, k) for k in range(len(reader))] == expected  # parent still reads
+
+
+def test_lazy_source_rng_draws_what_source_rng_draws():
+    lazy, eager = shards.LazySourceRng(7, 3), shards.source_rng(7, 3)
+    assert lazy._rng is None  # nothing made until a draw
+    assert lazy.choice(10, size=4, replace=False).tolist() == eager.choice(
+        10, size=4, replace=False).tolist()  # fmt: skip
+    assert lazy.random() == eager.random()  # the same generator, state carried on

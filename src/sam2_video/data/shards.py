@@ -284,6 +284,21 @@ def source_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
 
 
+class LazySourceRng:
+    """`source_rng(seed, index)`, made on first use. Most video sources never draw (only a
+    clip with more than max_objects objects does), and a worker's first use of numpy.random
+    imports it: ~10 ms, a few percent of a small build."""
+
+    def __init__(self, seed: int, index: int) -> None:
+        self._key = (seed, index)
+        self._rng: np.random.Generator | None = None
+
+    def __getattr__(self, name: str) -> Any:  # only names the instance itself lacks
+        if self._rng is None:
+            self._rng = source_rng(*self._key)
+        return getattr(self._rng, name)
+
+
 class _SkipCounter(Counter):
     def __call__(self, reason: str) -> None:
         self[reason] += 1
@@ -319,7 +334,7 @@ def _spool_source(
     """Worker: write the tar records of one source's clips to a spool file, one after the
     other; its skip counts and (clip name, record bytes) per clip."""
     skips = _SkipCounter()
-    clips = clip_fn(source, rng=source_rng(seed, index), on_skip=skips)
+    clips = clip_fn(source, rng=LazySourceRng(seed, index), on_skip=skips)
     sizes = []
     # Overwritten in place, not truncated: reusing the file's pages is cheaper than freeing
     # and allocating them for every source; only the first sum(sizes) bytes are read back.
@@ -349,7 +364,7 @@ def _serial_clips(
     sources: Sequence[Any], clip_fn: ClipFn, seed: int, skips: _SkipCounter, bar: tqdm
 ) -> Iterator[_ClipRecord]:
     for index, source in enumerate(sources):
-        for clip in clip_fn(source, rng=source_rng(seed, index), on_skip=skips):
+        for clip in clip_fn(source, rng=LazySourceRng(seed, index), on_skip=skips):
             yield _encoded_record(clip)
         bar.update()
 
