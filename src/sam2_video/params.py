@@ -34,7 +34,7 @@ def _f(default: Any, help: str, check: str | None = None) -> Any:
 class SyntheticParams:
     seed: int = _f(0, "seed of the generated dataset (data, not training)")
     train_videos: int = _f(48, "videos generated for the train split", ">0")
-    val_videos: int = _f(12, "videos generated for the validation split", ">0")
+    val_videos: int = _f(24, "videos generated for the validation split", ">0")
     num_frames: int = _f(16, "frames per generated video", ">0")
     min_objects: int = _f(2, "fewest objects in a generated video", ">0")
     max_objects: int = _f(4, "most objects in a generated video", ">0")
@@ -83,8 +83,8 @@ class MotionParams:
 @dataclass(frozen=True)
 class ShardParams:
     seed: int = _f(0, "seed for choosing objects when a clip has more than max_objects")
-    clip_length: int = _f(8, "frames per clip", ">0")
-    stride: int = _f(4, "frames between the starts of consecutive clips", ">0")
+    clip_length: int = _f(16, "frames per clip", ">0")
+    stride: int = _f(8, "frames between the starts of consecutive clips", ">0")
     max_objects: int = _f(3, "most objects per clip (those present on its first frame)", ">0")
     min_area: int = _f(
         16, "objects smaller than this on the first frame (pixels) are left out", ">=0"
