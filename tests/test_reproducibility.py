@@ -99,10 +99,8 @@ def test_data_round_trips_through_a_directory_remote(committed, tmp_path):
 
 def start_queue(root: Path, workers: int, log: Path) -> None:
     """`dvc queue start`, its output in a file: the detached workers inherit its output
-    handles, so with pipes the call would return only when the last worker exits. One
-    thread per worker: two torch processes with two OpenMP threads each on two cores
-    spin-wait on each other (the likely reason a CI run of this test passed 300 s where it
-    usually takes under a minute)."""
+    handles, so with pipes the call returned only when the last worker exited (a CI run hung
+    there past 300 s). One OpenMP thread per worker: two workers on two cores."""
     cmd = ["dvc", "queue", "start", "-j", str(workers)]
     with log.open("w") as out:
         code = subprocess.run(cmd, cwd=root, env=project_env(root, threads=1), stdout=out,
