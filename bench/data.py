@@ -48,12 +48,7 @@ GROWTH = 4
 
 def _best_seconds(run: Callable[[], Any], repeats: int = REPEATS) -> float:
     """Fastest of `repeats` wall-clock runs: the least disturbed by other load."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return _best_seconds_interleaved({"run": run}, repeats)["run"]
 
 
 def _best_seconds_interleaved(runs: dict[str, Callable[[], Any]], repeats: int) -> dict:

@@ -111,6 +111,11 @@ def iou_prediction_loss(logits, targets, pred_ious) -> torch.Tensor:
     return (pred_ious - _iou(inter, pred_area, t.area)).abs()
 
 
+def _frame_targets(gt: torch.Tensor, w: LossWeights) -> Targets:
+    """Targets of one frame's (N, H, W) ground truth, focal-weighted when the mask loss is."""
+    return Targets.of(gt[:, None], w.focal_alpha if w.use_focal else -1.0)
+
+
 @dataclass
 class _StepRecord:
     stats: torch.Tensor  # (N, M, 5) _pixel_stats
@@ -163,7 +168,7 @@ def step_losses(
     multimask_logits (N, M, H, W); pred_ious (N, M); object_score_logits (N, 1);
     gt (N, H, W) bool at the logits' resolution.
     """
-    t = Targets.of(gt[:, None], w.focal_alpha if w.use_focal else -1.0)
+    t = _frame_targets(gt, w)
     return _sum_losses([_record(multimask_logits, pred_ious, object_score_logits, t, w)], w)
 
 
@@ -194,7 +199,7 @@ def clip_losses(
     num_objects = max(gt.shape[1] if num_objects is None else num_objects, 1.0)
     records = []
     for i, frame in enumerate(frames):
-        t = Targets.of(gt[i][:, None], w.focal_alpha if w.use_focal else -1.0)
+        t = _frame_targets(gt[i], w)
         records += [_record(s.multimask_logits, s.ious, s.object_score_logits, t, w)
                     for s in frame.steps]  # fmt: skip
     parts = _sum_losses(records, w)
