@@ -16,8 +16,12 @@ printed side by side as a check that both do the same work: mask, dice, IoU (bot
 supervise every multimask output's IoU, SAM2.1's supervise_all_iou) and object-score terms
 agree on mask prompts (on point prompts each side samples its own click locations).
 
-Flags: --large adds Hiera-T (256 px) on CPU; --no-gpu skips the CUDA section that runs
-by default when CUDA is available; --results PATH is where the "## Training" section goes.
+Flags: --large adds Hiera-T (256 px) on CPU; --no-gpu skips the CUDA scenarios that run
+by default when CUDA is available; --gpu-only runs just those (a GPU machine lent for a few
+minutes); --results PATH is the Markdown file whose "## Training" section is updated.
+The CPU and GPU tables are separate blocks there: a run rewrites only the block(s) it
+measured, so a CPU-only run keeps the GPU numbers taken elsewhere (each block has its own
+command, date and machine line).
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ VARIANTS = ("ours", "ours_uncached", "theirs")  # ours = fit.py's default (featu
 RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION = "## Training"
 BEGIN, END = "<!-- bench.train:begin -->", "<!-- bench.train:end -->"
+GPU_BEGIN, GPU_END = "<!-- bench.train.gpu:begin -->", "<!-- bench.train.gpu:end -->"
+GPU_NOT_MEASURED = ["GPU: not measured yet (`python -m bench.train --gpu-only` on a CUDA machine)."]
 LOSS_WEIGHTS = losses.LossWeights(mask=20.0, dice=1.0, iou=1.0, object_score=1.0)
 MEMORY_STEPS = 3  # the first step allocates optimizer state; peaks are reached by then
 
@@ -297,15 +303,43 @@ def run_memory(variant: str, sc: Scenario, seed: int) -> dict:
     return out
 
 
+def run_profile(sc: Scenario, seed: int, steps: int = 3) -> None:
+    """torch.profiler over `steps` of our cached step after warm-up: where a step's time
+    goes (on GPU a step can be bound by operator launches rather than by the kernels)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    trainer = Trainer("ours", sc, make_inputs(sc, seed))
+    for _ in range(sc.warmup):
+        trainer()
+    activities = [ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * (sc.device == "cuda")
+    with profile(activities=activities) as prof:
+        seconds = [trainer()[0] for _ in range(steps)]
+    events = prof.key_averages()
+    sort = "self_cuda_time_total" if sc.device == "cuda" else "self_cpu_time_total"
+    print(events.table(sort_by=sort, row_limit=20), flush=True)
+    print(events.table(sort_by="self_cpu_time_total", row_limit=20), flush=True)
+    kernels = sum(e.count for e in events if e.device_type.name == "CUDA")
+    print(
+        f"{sc.name}: step ms {[round(1000 * s, 1) for s in seconds]}, operator calls per "
+        f"step {sum(e.count for e in events if e.device_type.name == 'CPU') // steps}, "
+        f"kernels per step {kernels // steps}",
+        flush=True,
+    )
+
+
 # -- the driver ----------------------------------------------------------------------------
+
+
+def _child_command(child: str, sc: Scenario, seed: int) -> list[str]:
+    return [sys.executable, "-m", "bench.train", "--child", child, "--scenario", sc.name,
+            "--seed", str(seed)]  # fmt: skip
 
 
 def spawn(child: str, sc: Scenario, seed: int) -> dict:
     """Run `child` ("time", "ours" or "theirs") for `sc` in a fresh interpreter."""
-    cmd = [sys.executable, "-m", "bench.train", "--child", child, "--scenario", sc.name,
-           "--seed", str(seed)]  # fmt: skip
     repo = Path(__file__).resolve().parent.parent  # so that `-m bench.train` imports
-    done = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, check=False)
+    done = subprocess.run(_child_command(child, sc, seed), cwd=repo, capture_output=True,
+                          text=True, check=False)  # fmt: skip
     if done.returncode != 0:
         raise RuntimeError(f"{child} on {sc.name} failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -370,67 +404,108 @@ def machine_line(threads: int, load_before: tuple[float, ...]) -> str:
             f"load average (1/5/15 min) before / after: {loads}")  # fmt: skip
 
 
-def report(cpu_rows: list[Row], gpu_rows: list[Row], command: str, machine: str) -> list[str]:
-    sc = cpu_rows[0].scenario
-    lines = [
+def _header(rows: list[Row], command: str, machine: str) -> list[str]:
+    sc = rows[0].scenario
+    return [
         f"Command: `{command}` ({time.strftime('%Y-%m-%d %H:%M')}); {machine}.",
         f"Step = forward + loss + backward + AdamW over {' + '.join(TRAINABLE)}. Median of "
         f"the timed steps after {sc.warmup} warm-up steps, the variants' steps "
         f"interleaved in one process; memory from a separate process per variant. "
         f"Goal: ours/theirs <= {GOAL_RATIO}.",
         "",
-        *[f"- `{r.scenario.name}`: {describe(r.scenario)}" for r in cpu_rows + gpu_rows],
+        *[f"- `{r.scenario.name}`: {describe(r.scenario)}" for r in rows],
         "",
-        "CPU:",
-        "",
-        *table(cpu_rows, gpu=False),
     ]
-    if gpu_rows:
-        gpu_name = torch.cuda.get_device_name(0)
-        lines += ["", f"GPU ({gpu_name}, bf16 autocast):", "", *table(gpu_rows, gpu=True)]
-    else:
-        lines += ["", "GPU: skipped (no CUDA device in this run)."]
-    return lines
 
 
-def write_section(path: Path, body: list[str]) -> None:
-    """Replace only our marked block inside "## Training"; keep every other section."""
+def cpu_report(rows: list[Row], command: str, machine: str) -> list[str]:
+    return [*_header(rows, command, machine), "CPU:", "", *table(rows, gpu=False)]
+
+
+def gpu_report(rows: list[Row], command: str, machine: str) -> list[str]:
+    gpu_name = torch.cuda.get_device_name(0)
+    return [*_header(rows, command, f"{machine}, GPU {gpu_name}"),
+            f"GPU ({gpu_name}, bf16 autocast):", "", *table(rows, gpu=True)]  # fmt: skip
+
+
+def _replace_block(text: str, begin: str, end: str, body: list[str]) -> str:
+    block = "\n".join([begin, *body, end])
+    pattern = re.escape(begin) + r".*?" + re.escape(end)
+    return re.sub(pattern, lambda _: block, text, count=1, flags=re.S)
+
+
+def write_section(path: Path, cpu: list[str] | None, gpu: list[str] | None) -> None:
+    """Rewrite the CPU and/or GPU block inside "## Training" (None: keep that block as it
+    is); every other line of the file is kept."""
     text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
-    block = "\n".join([BEGIN, *body, END])
-    if BEGIN in text and END in text:
-        text = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: block, text,
-                      flags=re.S)  # fmt: skip
-    elif SECTION in text:  # our section without the markers yet: its body is ours to replace
-        pattern = re.escape(SECTION) + r"\n.*?(?=\n## |\Z)"
-        text = re.sub(pattern, lambda _: f"{SECTION}\n\n{block}\n", text, count=1, flags=re.S)
-    else:
-        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{block}\n"
+    if BEGIN not in text or END not in text:
+        cpu_block = "\n".join([BEGIN, "CPU: not measured yet (`python -m bench.train`).", END])
+        if SECTION in text:  # our section without the markers yet: its body is ours to replace
+            pattern = re.escape(SECTION) + r"\n.*?(?=\n## |\Z)"
+            text = re.sub(pattern, lambda _: f"{SECTION}\n\n{cpu_block}\n", text, count=1,
+                          flags=re.S)  # fmt: skip
+        else:
+            text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{cpu_block}\n"
+    if GPU_BEGIN not in text or GPU_END not in text:  # right after the CPU block
+        gpu_block = "\n".join([GPU_BEGIN, *GPU_NOT_MEASURED, GPU_END])
+        text = text.replace(END, f"{END}\n\n{gpu_block}", 1)
+    if cpu is not None:
+        text = _replace_block(text, BEGIN, END, cpu)
+    if gpu is not None:
+        text = _replace_block(text, GPU_BEGIN, GPU_END, gpu)
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
-def run_all(scenarios: list[Scenario], seed: int) -> list[Row]:
-    rows = []
+def run_scenario(sc: Scenario, seed: int) -> Row:
+    timing = spawn("time", sc, seed)
+    ours, theirs = spawn("ours", sc, seed), spawn("theirs", sc, seed)
+    uncached = {"times": timing["times"]["ours_uncached"]}
+    ours["times"], theirs["times"] = timing["times"]["ours"], timing["times"]["theirs"]
+    ours["threads"] = timing["threads"]
+    return Row(sc, ours, uncached, theirs)
+
+
+def run_all(scenarios: list[Scenario], seed: int) -> tuple[list[Row], list[str]]:
+    """Rows of the scenarios that ran, and one line per scenario that failed: a failure
+    (say a GPU out of memory) is reported and does not cost the other rows."""
+    rows, failed = [], []
     if scenarios:
         print("\n".join(table([], gpu=scenarios[0].device == "cuda")), flush=True)
     for sc in scenarios:
-        timing = spawn("time", sc, seed)
-        ours, theirs = spawn("ours", sc, seed), spawn("theirs", sc, seed)
-        uncached = {"times": timing["times"]["ours_uncached"]}
-        ours["times"], theirs["times"] = timing["times"]["ours"], timing["times"]["theirs"]
-        ours["threads"] = timing["threads"]
-        rows.append(Row(sc, ours, uncached, theirs))
+        try:
+            rows.append(run_scenario(sc, seed))
+        except RuntimeError as err:
+            print(err, file=sys.stderr, flush=True)
+            last = str(err).strip().splitlines()[-1]
+            failed.append(f"`{sc.name}` failed: {last}")
+            continue
         print("\n".join(table([rows[-1]], gpu=sc.device == "cuda")[2:]), flush=True)
-    return rows
+    return rows, failed
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--large", action="store_true", help="also Hiera-T 256 px on CPU (~2 s/step)")
-    p.add_argument("--no-gpu", action="store_true", help="skip the CUDA section")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--no-gpu", action="store_true", help="skip the CUDA scenarios")
+    where.add_argument("--gpu-only", action="store_true", help="only the CUDA scenarios")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        choices=sorted(SCENARIOS),
+        metavar="SCENARIO",
+        help="run just these scenarios (of those the other flags select)",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of timing: torch.profiler's top operators of our step for "
+        "each selected scenario (printed; nothing written)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random clip tensors")
     p.add_argument("--results", type=Path, default=RESULTS_PATH, help="markdown file to update")
-    p.add_argument("--child", choices=("time", *VARIANTS), help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=("time", "profile", *VARIANTS), help=argparse.SUPPRESS)
     p.add_argument("--scenario", choices=sorted(SCENARIOS), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -441,18 +516,43 @@ def main(argv: list[str] | None = None) -> None:
         sc = SCENARIOS[args.scenario]
         if args.child == "time":
             print(json.dumps(run_timing(sc, args.seed)))
+        elif args.child == "profile":
+            run_profile(sc, args.seed)
         else:
             print(json.dumps(run_memory(args.child, sc, args.seed)))
         return
+    if args.gpu_only and not torch.cuda.is_available():
+        sys.exit("bench.train --gpu-only: no CUDA device here (torch.cuda.is_available() is "
+                 "False); run it on a GPU machine, or drop --gpu-only")  # fmt: skip
+    wanted = (lambda scs: [sc for sc in scs if sc.name in args.only]) if args.only else list
+    cpu_scenarios = [] if args.gpu_only else wanted(TINY + (LARGE if args.large else []))
+    gpu_scenarios = wanted(GPU) if torch.cuda.is_available() and not args.no_gpu else []
+    if args.profile:
+        for sc in cpu_scenarios + gpu_scenarios:
+            print(f"== {sc.name}", flush=True)
+            subprocess.run(_child_command("profile", sc, args.seed), check=True,
+                           cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
+        return
     load_before = os.getloadavg()
-    cpu = run_all(TINY + (LARGE if args.large else []), args.seed)
-    gpu = run_all(GPU, args.seed) if torch.cuda.is_available() and not args.no_gpu else []
-    command = "python -m bench.train" + " --large" * args.large
-    machine = machine_line(cpu[0].ours["threads"], load_before)
-    write_section(args.results, report(cpu, gpu, command, machine))
-    worst = max(r.ratio for r in cpu + gpu)
-    print(f"bench.train: worst ours/theirs {worst:.2f} (goal <= {GOAL_RATIO}); "
-          f"wrote {args.results}")  # fmt: skip
+    cpu, cpu_failed = run_all(cpu_scenarios, args.seed)
+    gpu, gpu_failed = run_all(gpu_scenarios, args.seed)
+    command = "python -m bench.train" + " --large" * args.large + " --gpu-only" * args.gpu_only
+    machine = machine_line(torch.get_num_threads(), load_before)
+    write_section(
+        args.results,
+        cpu_report(cpu, command, machine) + _failures(cpu_failed) if cpu else None,
+        gpu_report(gpu, command, machine) + _failures(gpu_failed) if gpu else None,
+    )
+    if cpu + gpu:
+        worst = max(r.ratio for r in cpu + gpu)
+        print(f"bench.train: worst ours/theirs {worst:.2f} (goal <= {GOAL_RATIO}); "
+              f"wrote {args.results}")  # fmt: skip
+    if cpu_failed + gpu_failed:
+        sys.exit("bench.train: " + "; ".join(cpu_failed + gpu_failed))
+
+
+def _failures(failed: list[str]) -> list[str]:
+    return ["", *[f"- {line}" for line in failed]] if failed else []
 
 
 if __name__ == "__main__":

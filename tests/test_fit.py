@@ -142,3 +142,39 @@ def test_feature_cache_trains_like_encoding_every_step(tmp_path):
     assert max((uncached[k] - start[k]).abs().max().item() for k in start) > 1e-4
     for k in uncached:  # per-clip vs whole-batch encoding: equal up to float rounding
         torch.testing.assert_close(cached[k], uncached[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def _update_cosine(a: dict, b: dict, start: dict) -> float:
+    """Cosine between two runs' total weight updates (all trainable tensors as one vector)."""
+    da = torch.cat([(a[k].cpu() - start[k]).flatten() for k in start])
+    db = torch.cat([(b[k].cpu() - start[k]).flatten() for k in start])
+    return float(torch.nn.functional.cosine_similarity(da, db, dim=0))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fit_on_cuda_updates_the_weights_as_on_cpu(tmp_path):
+    """The same 3 steps on CPU and on CUDA (fp32, then bf16 autocast) move the memory modules
+    the same way. Not bit-equal: cuDNN convolutions use TF32, and bf16 rounds activations;
+    Adam's per-weight normalisation turns tiny gradient differences into sign flips of
+    tiny updates, hence a cosine bound, not an elementwise one."""
+    import dataclasses
+
+    import fit_worker
+
+    clips = fit_worker.make_clips(4)
+    start = fit.trainable_state(fit_worker.tiny_model())
+    runs = {}
+    for name, device, amp in (("cpu", "cpu", False), ("cuda", "cuda", False),
+                              ("cuda_bf16", "cuda", True)):  # fmt: skip
+        model = fit_worker.tiny_model()
+        s = dataclasses.replace(fit_worker.settings(steps=3, batch=2), amp=amp)
+        summary = fit.fit(model, clips, clips[:1], s, tmp_path / f"{name}.pt", None,
+                          torch.device(device), "x")  # fmt: skip
+        assert summary["steps"] == 3 and 0.0 <= summary["best_val_jf"] <= 1.0, summary
+        assert {p.device.type for p in model.parameters()} == {device}
+        runs[name] = fit.trainable_state(model)  # CPU copies
+    fp32, bf16 = (_update_cosine(runs["cpu"], runs[n], start) for n in ("cuda", "cuda_bf16"))
+    print(f"update cosine vs CPU: cuda fp32 {fp32:.4f}, cuda bf16 {bf16:.4f}")
+    assert fp32 > 0.95
+    assert bf16 > 0.8
