@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from bench.floor import decode_and_resize
 from sam2_video.data import coco, rle, shards
 from sam2_video.data.synthetic import SyntheticSpec, write_coco_video
 from sam2_video.files import write_bytes_atomic
@@ -66,16 +67,9 @@ def _best_seconds_interleaved(runs: dict[str, Callable[[], Any]], repeats: int) 
 # ---------------------------------------------------------------------------- (a) shard build
 
 
-def _decode_and_resize(video: coco.CocoVideo, max_side: int) -> int:
-    """The floor's unit of work: every frame of a video decoded and resized, nothing else."""
-    for path, size in zip(video.frame_paths, video.frame_sizes, strict=True):
-        coco.resize_frame(coco.read_rgb(path, size), coco.target_size(*size, max_side))
-    return video.num_frames
-
-
 def _floor(videos: Sequence[coco.CocoVideo]) -> int:
     context = multiprocessing.get_context("spawn")  # as build_split's pool
-    work = functools.partial(_decode_and_resize, max_side=CLIP["image_size_max_side"])
+    work = functools.partial(decode_and_resize, max_side=CLIP["image_size_max_side"])
     with ProcessPoolExecutor(WORKERS, mp_context=context) as pool:
         return sum(pool.map(work, videos))
 
@@ -106,7 +100,7 @@ def _all_clips(videos: Sequence[coco.CocoVideo], encode: bool) -> None:
 def bench_breakdown(videos: Sequence[coco.CocoVideo], work: Path) -> dict[str, float]:
     """Serial (one process) seconds per frame of each step added on top of the floor."""
     frames = sum(v.num_frames for v in videos)
-    floor = functools.partial(_decode_and_resize, max_side=CLIP["image_size_max_side"])
+    floor = functools.partial(decode_and_resize, max_side=CLIP["image_size_max_side"])
     cumulative = {
         "decode + resize": _best_seconds(lambda: [floor(v) for v in videos]),
         "+ masks, clips": _best_seconds(lambda: _all_clips(videos, encode=False)),

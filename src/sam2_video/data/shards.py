@@ -29,13 +29,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from tqdm import tqdm
 
 from sam2_video.data.clips import Clip
 from sam2_video.files import atomic_path, read_json, write_json_atomic
+
+if TYPE_CHECKING:  # imported where used: a shard worker process never needs it (~20 ms)
+    from tqdm import tqdm
 
 FORMAT = "sam2-video-shards"
 VERSION = 1
@@ -433,6 +435,8 @@ def build_split(
     `params` (plus seed and clips_per_shard) are recorded in the manifest. A failed build
     leaves any previous out_dir as it was.
     """
+    from tqdm import tqdm
+
     skips = _SkipCounter()
     with (
         atomic_path(out_dir) as tmp_dir,
