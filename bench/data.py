@@ -14,6 +14,7 @@ Prints a table and writes it under "## Data" in bench/RESULTS.md (other sections
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import multiprocessing
@@ -67,27 +68,69 @@ def _best_seconds_interleaved(runs: dict[str, Callable[[], Any]], repeats: int) 
 # ---------------------------------------------------------------------------- (a) shard build
 
 
-def _floor(videos: Sequence[coco.CocoVideo]) -> int:
+def _floor(videos: Sequence[coco.CocoVideo], clip: dict = CLIP) -> int:  # noqa: B006 (read only)
     context = multiprocessing.get_context("spawn")  # as build_split's pool
-    work = functools.partial(decode_and_resize, max_side=CLIP["image_size_max_side"])
-    with ProcessPoolExecutor(WORKERS, mp_context=context) as pool:
+    work = functools.partial(decode_and_resize, max_side=clip["image_size_max_side"])
+    # and with its workers' allocator setting: decoding alone gains from it as much
+    setting = shards.reuse_freed_memory
+    with ProcessPoolExecutor(WORKERS, mp_context=context, initializer=setting) as pool:
         return sum(pool.map(work, videos))
 
 
-def _build(videos: Sequence[coco.CocoVideo], out_dir: Path, workers: int = WORKERS) -> dict:
-    clip_fn = functools.partial(coco.video_clips, **CLIP)
+def _build(
+    videos: Sequence[coco.CocoVideo],
+    out_dir: Path,
+    workers: int = WORKERS,
+    clip: dict = CLIP,  # noqa: B006 (read only)
+) -> dict:
+    clip_fn = functools.partial(coco.video_clips, **clip)
     return shards.build_split(videos, clip_fn, out_dir, seed=0, workers=workers,
-                              clips_per_shard=64, params=CLIP)  # fmt: skip
+                              clips_per_shard=64, params=clip)  # fmt: skip
 
 
-def bench_shard_build(videos: Sequence[coco.CocoVideo], work: Path) -> dict[str, float]:
+def bench_shard_build(
+    videos: Sequence[coco.CocoVideo],
+    work: Path,
+    clip: dict = CLIP,  # noqa: B006 (read only)
+    repeats: int = 2 * REPEATS,
+) -> dict[str, float]:
     frames = sum(v.num_frames for v in videos)
-    best = _best_seconds_interleaved({"floor": lambda: _floor(videos),
-                                      "build": lambda: _build(videos, work / "shards_build")},
-                                     repeats=2 * REPEATS)  # fmt: skip
+    best = _best_seconds_interleaved({"floor": lambda: _floor(videos, clip),
+                                      "build": lambda: _build(videos, work / "shards_build",
+                                                              clip=clip)},
+                                     repeats=repeats)  # fmt: skip
     floor_s, build_s = best["floor"], best["build"]
     return {"frames": frames, "floor_fps": frames / floor_s, "build_fps": frames / build_s,
             "ratio": floor_s / build_s}  # fmt: skip
+
+
+# (source frame side, image_size_max_side): the default bench; real COCO/DAVIS frames
+# (~640 px) at the tiny model's size; the same frames kept large, as for a SAM2.1 run
+SIZES = ((SPEC.size, CLIP["image_size_max_side"]), (640, 128), (640, 512))
+
+
+def bench_sizes(work: Path) -> list[dict[str, float]]:
+    """Build throughput vs floor when the source frames or the stored clips are larger:
+    decoding grows with source pixels, the rest (masks, bytes written and hashed) with
+    stored pixels. Each setting on its own dataset (the SPEC videos twice over)."""
+    rows = []
+    for size, max_side in SIZES:
+        raw = work / f"sizes_{size}"
+        write_coco_video(dataclasses.replace(SPEC, size=size), raw)
+        grown_json(raw / "annotations.json", work / f"sizes_{size}.json", 2)
+        videos = coco.load_coco_videos(work / f"sizes_{size}.json", raw)
+        clip = {**CLIP, "image_size_max_side": max_side}
+        result = bench_shard_build(videos, work, clip, repeats=REPEATS)
+        rows.append({"size": size, "max_side": max_side, **result})
+    return rows
+
+
+def _sizes_table(rows: list[dict[str, float]]) -> str:
+    lines = ["| source frames | stored (max side) | floor frames/s | build frames/s | ratio |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    lines += [f"| {r['size']} px | {r['max_side']} px | {r['floor_fps']:.0f} | "
+              f"{r['build_fps']:.0f} | {r['ratio']:.2f}x |" for r in rows]  # fmt: skip
+    return "\n".join(lines)
 
 
 def _all_clips(videos: Sequence[coco.CocoVideo], encode: bool) -> None:
@@ -288,7 +331,14 @@ def main(argv: list[str] | None = None) -> int:
         _build(videos, work / "shards")
         reading = bench_reading(videos, work / "shards")
         memory = bench_memory(raw, grown, work)
-    report = f"{table(build, reading, memory)}\n\n{_breakdown_line(breakdown)}"
+        sizes = bench_sizes(work)
+    report = (
+        f"{table(build, reading, memory)}\n\n{_breakdown_line(breakdown)}\n\n"
+        "Build throughput against its floor by frame size (not a goal row: how the ratio "
+        f"moves with the data; best of {REPEATS}, taken in turns, "
+        f"{2 * SPEC.num_videos} videos x {SPEC.num_frames} frames):"
+        f"\n\n{_sizes_table(sizes)}"
+    )
     body = f"{_setup_line(build, reading, time.perf_counter() - started)}\n\n{report}"
     print(report)
     write_section(args.results, "Data", body)

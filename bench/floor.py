@@ -1,6 +1,7 @@
 """The shard build's floor, in a module of its own: a floor worker process imports only what
 decoding and resizing need (`sam2_video.data.coco`: numpy, PIL), not the benchmark's own
-imports, so that its start-up costs no more than a lean shard worker's."""
+imports, so that its start-up costs no more than a lean shard worker's. (Its pool also
+gets the shard workers' allocator setting, `shards.reuse_freed_memory`: see bench/data.py.)"""
 
 from __future__ import annotations
 

@@ -316,7 +316,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _TRIM_THRESHOLD, _MMAP_THRESHOLD = 64 << 20, 32 << 20
 
 
-def _reuse_freed_memory() -> None:
+def reuse_freed_memory() -> None:
     """Worker initializer: glibc keeps freed memory for reuse instead of returning it to
     the kernel. Each source allocates and frees about a megabyte of frame buffers and masks;
     taking those pages from the kernel again (one zero-filled page fault per 4 KiB) cost
@@ -398,7 +398,7 @@ def _parallel_clips(
     pending: deque[_SpoolJob] = deque()
     in_flight = 2 * workers  # sources; their clips wait in spool files, not in memory
     buffer = bytearray()  # one clip record at a time comes back through it
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_reuse_freed_memory) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=reuse_freed_memory) as pool:
         try:
             for index, source in enumerate(sources):
                 # Source index - in_flight, the last user of this spool, was read back: below
