@@ -25,9 +25,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -41,8 +42,10 @@ from sam2_video.files import write_bytes_atomic
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SPEC = SyntheticSpec("target", num_videos=24, num_frames=16, objects_per_video=(2, 4),
                      size=256, seed=0)  # fmt: skip
-CLIP = {"clip_length": 8, "stride": 4, "max_objects": 3, "min_area": 16,
-        "image_size_max_side": 128}  # fmt: skip
+# read only: the default of the functions below
+CLIP = MappingProxyType(
+    {"clip_length": 8, "stride": 4, "max_objects": 3, "min_area": 16, "image_size_max_side": 128}
+)
 WORKERS = 2
 REPEATS = 3
 GROWTH = 4
@@ -68,7 +71,7 @@ def _best_seconds_interleaved(runs: dict[str, Callable[[], Any]], repeats: int) 
 # ---------------------------------------------------------------------------- (a) shard build
 
 
-def _floor(videos: Sequence[coco.CocoVideo], clip: dict = CLIP) -> int:  # noqa: B006 (read only)
+def _floor(videos: Sequence[coco.CocoVideo], clip: Mapping[str, Any] = CLIP) -> int:
     context = multiprocessing.get_context("spawn")  # as build_split's pool
     work = functools.partial(decode_and_resize, max_side=clip["image_size_max_side"])
     # and with its workers' allocator setting: decoding alone gains from it as much
@@ -81,17 +84,17 @@ def _build(
     videos: Sequence[coco.CocoVideo],
     out_dir: Path,
     workers: int = WORKERS,
-    clip: dict = CLIP,  # noqa: B006 (read only)
+    clip: Mapping[str, Any] = CLIP,
 ) -> dict:
     clip_fn = functools.partial(coco.video_clips, **clip)
     return shards.build_split(videos, clip_fn, out_dir, seed=0, workers=workers,
-                              clips_per_shard=64, params=clip)  # fmt: skip
+                              clips_per_shard=64, params=dict(clip))  # fmt: skip
 
 
 def bench_shard_build(
     videos: Sequence[coco.CocoVideo],
     work: Path,
-    clip: dict = CLIP,  # noqa: B006 (read only)
+    clip: Mapping[str, Any] = CLIP,
     repeats: int = 2 * REPEATS,
 ) -> dict[str, float]:
     frames = sum(v.num_frames for v in videos)
@@ -281,7 +284,7 @@ def _breakdown_line(breakdown: dict[str, float]) -> str:
 def _setup_line(build: dict, reading: dict, seconds: float) -> str:
     return (
         f"Dataset: synthetic target, {SPEC.num_videos} videos x {SPEC.num_frames} frames of "
-        f"{SPEC.size} px JPEG; clips {CLIP}: {reading['clips']} clips. The build-throughput "
+        f"{SPEC.size} px JPEG; clips {dict(CLIP)}: {reading['clips']} clips. The build-throughput "
         f"row lists these videos {GROWTH} times ({build['frames']} frames, same files) so "
         f"that starting the worker pool does not dominate. Machine: {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f} at the end, Python "

@@ -495,7 +495,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         nargs="+",
         choices=sorted(SCENARIOS),
         metavar="SCENARIO",
-        help="run just these scenarios (of those the other flags select)",
+        help="run just these scenarios (CPU ones with or without --large)",
     )
     p.add_argument(
         "--profile",
@@ -524,9 +524,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.gpu_only and not torch.cuda.is_available():
         sys.exit("bench.train --gpu-only: no CUDA device here (torch.cuda.is_available() is "
                  "False); run it on a GPU machine, or drop --gpu-only")  # fmt: skip
-    wanted = (lambda scs: [sc for sc in scs if sc.name in args.only]) if args.only else list
-    cpu_scenarios = [] if args.gpu_only else wanted(TINY + (LARGE if args.large else []))
-    gpu_scenarios = wanted(GPU) if torch.cuda.is_available() and not args.no_gpu else []
+    cpu_scenarios = [] if args.gpu_only else TINY + (LARGE if args.large or args.only else [])
+    gpu_scenarios = GPU if torch.cuda.is_available() and not args.no_gpu else []
+    if args.only:  # named scenarios run whatever --large says; CUDA ones need CUDA
+        cpu_scenarios = [sc for sc in cpu_scenarios if sc.name in args.only]
+        gpu_scenarios = [sc for sc in gpu_scenarios if sc.name in args.only]
+    if not cpu_scenarios + gpu_scenarios:
+        sys.exit("bench.train: no scenario selected (a GPU scenario needs CUDA here)")
     if args.profile:
         for sc in cpu_scenarios + gpu_scenarios:
             print(f"== {sc.name}", flush=True)
@@ -537,6 +541,7 @@ def main(argv: list[str] | None = None) -> None:
     cpu, cpu_failed = run_all(cpu_scenarios, args.seed)
     gpu, gpu_failed = run_all(gpu_scenarios, args.seed)
     command = "python -m bench.train" + " --large" * args.large + " --gpu-only" * args.gpu_only
+    command += f" --only {' '.join(args.only)}" if args.only else ""
     machine = machine_line(torch.get_num_threads(), load_before)
     write_section(
         args.results,
