@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from bench.floor import decode_and_resize
+from bench.markdown import replace_section
 from sam2_video.data import coco, rle, shards
 from sam2_video.data.synthetic import SyntheticSpec, write_coco_video
 from sam2_video.files import write_bytes_atomic
@@ -300,17 +301,7 @@ def write_section(path: Path, heading: str, body: str) -> None:
         "# Benchmarks\n\nRatios against baselines measured in the same run.\n\n"
         "## Data\n\n## Training\n\n(not measured yet: `python -m bench.train`)\n"
     )  # fmt: skip
-    lines = text.splitlines(keepends=True)
-    marker = f"## {heading}"
-    starts = [i for i, line in enumerate(lines) if line.rstrip() == marker]
-    section = [f"{marker}\n", "\n", *(body.rstrip("\n") + "\n\n").splitlines(keepends=True)]
-    if not starts:
-        lines += ["\n", *section]
-    else:
-        end = next((i for i in range(starts[0] + 1, len(lines)) if lines[i].startswith("## ")),
-                   len(lines))  # fmt: skip
-        lines[starts[0] : end] = section
-    write_bytes_atomic(path, "".join(lines).rstrip("\n").encode("utf-8") + b"\n")
+    write_bytes_atomic(path, replace_section(text, heading, body).encode("utf-8"))
 
 
 def main(argv: list[str] | None = None) -> int:

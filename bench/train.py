@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.markdown import replace_section
 from sam2_video.files import atomic_path
 from sam2_video.model import build, feature_cache, losses, rollout
 
@@ -315,8 +316,8 @@ def run_profile(sc: Scenario, seed: int, steps: int = 3) -> None:
     with profile(activities=activities) as prof:
         seconds = [trainer()[0] for _ in range(steps)]
     events = prof.key_averages()
-    sort = "self_cuda_time_total" if sc.device == "cuda" else "self_cpu_time_total"
-    print(events.table(sort_by=sort, row_limit=20), flush=True)
+    if sc.device == "cuda":  # where the GPU's time goes, then the CPU's (launches)
+        print(events.table(sort_by="self_cuda_time_total", row_limit=20), flush=True)
     print(events.table(sort_by="self_cpu_time_total", row_limit=20), flush=True)
     kernels = sum(e.count for e in events if e.device_type.name == "CUDA")
     print(
@@ -440,12 +441,8 @@ def write_section(path: Path, cpu: list[str] | None, gpu: list[str] | None) -> N
     text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
     if BEGIN not in text or END not in text:
         cpu_block = "\n".join([BEGIN, "CPU: not measured yet (`python -m bench.train`).", END])
-        if SECTION in text:  # our section without the markers yet: its body is ours to replace
-            pattern = re.escape(SECTION) + r"\n.*?(?=\n## |\Z)"
-            text = re.sub(pattern, lambda _: f"{SECTION}\n\n{cpu_block}\n", text, count=1,
-                          flags=re.S)  # fmt: skip
-        else:
-            text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{cpu_block}\n"
+        # our section without the markers yet (or none): its body is ours to replace
+        text = replace_section(text, SECTION.removeprefix("## "), cpu_block)
     if GPU_BEGIN not in text or GPU_END not in text:  # right after the CPU block
         gpu_block = "\n".join([GPU_BEGIN, *GPU_NOT_MEASURED, GPU_END])
         text = text.replace(END, f"{END}\n\n{gpu_block}", 1)
