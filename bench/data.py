@@ -48,6 +48,7 @@ CLIP = MappingProxyType(
     {"clip_length": 8, "stride": 4, "max_objects": 3, "min_area": 16, "image_size_max_side": 128}
 )
 WORKERS = 2
+CLIPS_PER_SHARD = 64
 REPEATS = 3
 GROWTH = 4
 
@@ -89,7 +90,7 @@ def _build(
 ) -> dict:
     clip_fn = functools.partial(coco.video_clips, **clip)
     return shards.build_split(videos, clip_fn, out_dir, seed=0, workers=workers,
-                              clips_per_shard=64, params=dict(clip))  # fmt: skip
+                              clips_per_shard=CLIPS_PER_SHARD, params=dict(clip))  # fmt: skip
 
 
 def bench_shard_build(
@@ -139,9 +140,9 @@ def _sizes_table(rows: list[dict[str, float]]) -> str:
 
 def _all_clips(videos: Sequence[coco.CocoVideo], encode: bool) -> None:
     for index, video in enumerate(videos):
-        for clip in coco.video_clips(video, rng=shards.source_rng(0, index), **CLIP):
-            if encode:
-                shards.encode_clip(clip)
+        clips = coco.video_clips(video, rng=shards.source_rng(0, index), **CLIP)
+        for _ in shards.source_records(clips, CLIPS_PER_SHARD) if encode else clips:
+            pass
 
 
 def bench_breakdown(videos: Sequence[coco.CocoVideo], work: Path) -> dict[str, float]:

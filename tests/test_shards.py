@@ -29,6 +29,7 @@ def _clip(name: str, shape: tuple[int, int, int, int], seed: int) -> Clip:
     return Clip(name, frames, masks, tuple(int(i) for i in rng.choice(1000, o, replace=False)))
 
 
+MEMBERS = ("frames.npy", "masks.npy", "meta.json")  # of a clip that owns its frames
 SHAPES = [(2, 1, 9, 13), (3, 2, 8, 8), (1, 3, 5, 17), (2, 0, 4, 4), (4, 2, 6, 7)]
 
 
@@ -97,7 +98,7 @@ def test_tar_layout_read_independently(tmp_path: Path) -> None:
             np.testing.assert_array_equal(unpacked.astype(bool), clip.masks)
             info = json.loads(meta)
             assert info == {"name": clip.name, "object_ids": list(clip.object_ids),
-                            "shape": list(clip.masks.shape)}  # fmt: skip
+                            "shape": list(clip.masks.shape), "frames": [clip.name, 0]}  # fmt: skip
 
 
 def _np_save(array: np.ndarray) -> bytes:
@@ -111,10 +112,10 @@ def _tarfile_shard(path: Path, clips: list[Clip]) -> bytes:
     with tarfile.open(path, "w", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
         for clip in clips:
             meta = {"name": clip.name, "object_ids": list(clip.object_ids),
-                    "shape": list(clip.masks.shape)}  # fmt: skip
+                    "shape": list(clip.masks.shape), "frames": [clip.name, 0]}  # fmt: skip
             payloads = [_np_save(clip.frames), _np_save(np.packbits(clip.masks, axis=-1)),
                         json.dumps(meta, sort_keys=True, ensure_ascii=False).encode()]  # fmt: skip
-            for member, payload in zip(shards.MEMBERS, payloads, strict=True):
+            for member, payload in zip(MEMBERS, payloads, strict=True):
                 info = tarfile.TarInfo(f"{clip.name}/{member}")
                 info.size, info.mtime, info.mode = len(payload), 0, 0o644
                 info.uid, info.gid, info.uname, info.gname = 0, 0, "", ""
@@ -292,7 +293,8 @@ def _build(root: Path, out: Path, workers: int, seed: int = 0, videos: int = 5) 
 def test_build_split_is_identical_for_any_worker_count(tmp_path: Path) -> None:
     manifest = _build(tmp_path, tmp_path / "w1", workers=1)
     _build(tmp_path, tmp_path / "w2", workers=2)
-    assert manifest["num_clips"] == 10 and manifest["num_shards"] == 4
+    # a video's 2 clips share a frame: one group of 2 per shard of at most 3 clips
+    assert manifest["num_clips"] == 10 and manifest["num_shards"] == 5
     assert manifest["params"] == CLIP_PARAMS | {"seed": 0, "clips_per_shard": 3}
     assert _file_digests(tmp_path / "w1") == _file_digests(tmp_path / "w2")
     reader = shards.ShardReader(tmp_path / "w2")
@@ -364,3 +366,175 @@ def test_lazy_source_rng_draws_what_source_rng_draws():
     assert lazy.choice(10, size=4, replace=False).tolist() == eager.choice(
         10, size=4, replace=False).tolist()  # fmt: skip
     assert lazy.random() == eager.random()  # the same generator, state carried on
+
+
+# ---------------------------------------------------------------------------- frame groups
+
+
+def _window_video(frames: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A random video: (N, 6, 7, 3) frames, (N, 2, 6, 7) masks."""
+    rng = np.random.default_rng(seed)
+    video = rng.integers(0, 256, (frames, 6, 7, 3), dtype=np.uint8)
+    return video, rng.random((frames, 2, 6, 7)) > 0.5
+
+
+def _window_clips(name: str, frames: int, length: int, stride: int, seed: int = 0) -> list[Clip]:
+    """Sliding windows over one random video, each with its source_frames (as coco's)."""
+    video, masks = _window_video(frames, seed)
+    starts = range(0, frames - length + 1, stride)
+    return [Clip(f"{name}__{s:05d}", video[s : s + length], masks[s : s + length], (1, 2),
+                 range(s, s + length)) for s in starts]  # fmt: skip
+
+
+def _window_source(source: tuple, rng: np.random.Generator, on_skip: Callable) -> list[Clip]:
+    """clip_fn of (name, frames, length, stride) sources, or of singleton clip shapes."""
+    return (
+        _window_clips(*source)
+        if isinstance(source[0], str)
+        else [_clip("own_" + "x".join(map(str, source)), source, 1)]
+    )
+
+
+def _members(split: Path, shard: str = "shard-00000.tar") -> dict[str, bytes]:
+    with tarfile.open(split / shard) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+
+
+def test_overlapping_windows_store_each_frame_once(tmp_path: Path) -> None:
+    sources = [("a", 10, 4, 2), ("b", 9, 3, 3)]  # a: 4 windows overlapping by 2; b: apart
+    manifest = shards.build_split(sources, _window_source, tmp_path / "split", seed=0,
+                                  workers=1, clips_per_shard=8, params={})  # fmt: skip
+    a, b = _window_clips(*sources[0]), _window_clips(*sources[1])
+    members = _members(tmp_path / "split")
+    owners = [name for name in members if name.endswith("/frames.npy")]
+    assert owners == ["a__00000/frames.npy"] + [f"{c.name}/frames.npy" for c in b]
+    video, _ = _window_video(10)  # frames 0..9, once each
+    np.testing.assert_array_equal(np.load(io.BytesIO(members[owners[0]])), video)
+    rows = [json.loads(members[f"{c.name}/meta.json"])["frames"] for c in a]
+    assert rows == [["a__00000", 0], ["a__00000", 2], ["a__00000", 4], ["a__00000", 6]]
+    reader = shards.ShardReader(tmp_path / "split")
+    assert reader.names == [c.name for c in a + b] and manifest["num_clips"] == 7
+    for k, clip in enumerate(a + b):
+        _assert_same_clip(reader[k], clip)
+    ungrouped = shards.write_shards(a + b, tmp_path / "ungrouped", clips_per_shard=8)
+    frame_bytes = 6 * 7 * 3
+    assert ungrouped[0]["bytes"] - manifest["total_bytes"] >= (16 - 10) * frame_bytes
+
+
+def test_group_limits_and_shard_packing(tmp_path: Path, monkeypatch) -> None:
+    def build(out: str, clips_per_shard: int, sources: list) -> dict:
+        return shards.build_split(sources, _window_source, tmp_path / out, seed=0, workers=1,
+                                  clips_per_shard=clips_per_shard, params={})  # fmt: skip
+
+    a = _window_clips("a", 10, 4, 2)
+    # at most clips_per_shard clips a group: windows 0, 2, 4 | 6 (which stores 6..9 again)
+    manifest = build("by_clips", 3, [("a", 10, 4, 2)])
+    assert [s["clips"] for s in manifest["shards"]] == [[c.name for c in a[:3]], [a[3].name]]
+    assert list(_members(tmp_path / "by_clips", "shard-00001.tar")) == [
+        f"a__00006/{m}" for m in MEMBERS
+    ]
+    # at most GROUP_FRAME_BYTES of frames a group: 6 frames here, so 0, 2 | 4, 6
+    monkeypatch.setattr(shards, "GROUP_FRAME_BYTES", 6 * (6 * 7 * 3))
+    build("by_bytes", 8, [("a", 10, 4, 2)])
+    owners = [n for n in _members(tmp_path / "by_bytes") if n.endswith("frames.npy")]
+    assert owners == ["a__00000/frames.npy", "a__00004/frames.npy"]
+    # a group is never split: 3 single clips, then a group of 2 that does not fit in 4
+    manifest = build("packing", 4, [(2, 1, 6, 7), (2, 1, 6, 8), (2, 1, 6, 9), ("a", 6, 4, 2)])
+    assert [s["num_clips"] for s in manifest["shards"]] == [3, 2]
+    short_a = _window_clips("a", 6, 4, 2)
+    for split, clips in (("by_clips", a), ("by_bytes", a), ("packing", short_a)):
+        reader = shards.ShardReader(tmp_path / split)
+        got = {name: reader[k] for k, name in enumerate(reader.names) if name.startswith("a__")}
+        assert list(got) == [c.name for c in clips]
+        for clip in clips:
+            _assert_same_clip(got[clip.name], clip)
+
+
+def _tarfile_group_shard(path: Path, groups: list[list[Clip]]) -> bytes:
+    """A shard of frame groups as tarfile and np.save write it (the format spec): the
+    group's distinct frames under its first clip, every clip's rows in its meta."""
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
+        for group in groups:
+            origin = group[0].source_frames.start
+            by_index = {i: f for c in group for i, f in zip(c.source_frames, c.frames, strict=True)}
+            frames = np.stack([by_index[i] for i in sorted(by_index)])
+            payloads = [(f"{group[0].name}/frames.npy", _np_save(frames))]
+            for clip in group:
+                meta = {"name": clip.name, "object_ids": list(clip.object_ids),
+                        "shape": list(clip.masks.shape),
+                        "frames": [group[0].name, clip.source_frames.start - origin]}  # fmt: skip
+                meta_bytes = json.dumps(meta, sort_keys=True).encode()
+                payloads += [(f"{clip.name}/masks.npy", _np_save(np.packbits(clip.masks, -1))),
+                             (f"{clip.name}/meta.json", meta_bytes)]  # fmt: skip
+            for member, payload in payloads:
+                info = tarfile.TarInfo(member)
+                info.size, info.mtime, info.mode = len(payload), 0, 0o644
+                info.uid, info.gid, info.uname, info.gname = 0, 0, "", ""
+                tar.addfile(info, io.BytesIO(payload))
+    return path.read_bytes()
+
+
+def test_grouped_shards_are_what_tarfile_and_np_save_write(tmp_path: Path) -> None:
+    sources = [("a", 10, 4, 2), ("b", 7, 5, 1)]
+    shards.build_split(sources, _window_source, tmp_path / "split", seed=0, workers=1,
+                       clips_per_shard=8, params={})  # fmt: skip
+    a, b = _window_clips(*sources[0]), _window_clips(*sources[1])
+    expected = _tarfile_group_shard(tmp_path / "reference.tar", [a, b])
+    assert (tmp_path / "split" / "shard-00000.tar").read_bytes() == expected
+
+
+def _rewrite_meta(split: Path, clip: str, change: dict) -> None:
+    """Change one clip's meta.json in shard 0 (tarfile rewrites it; the manifest follows)."""
+    members = _members(split)
+    meta = json.loads(members[f"{clip}/meta.json"]) | change
+    members[f"{clip}/meta.json"] = json.dumps(meta).encode()
+    path = split / "shard-00000.tar"
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
+        for name, payload in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    manifest = json.loads((split / "manifest.json").read_text())
+    manifest["shards"][0]["bytes"] = path.stat().st_size
+    (split / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"frames": ["a__00006", 0]}, r"field 'frames' \[.*\] names no frames"),  # not an owner
+        ({"frames": ["a__00000", 7]}, r"rows 7\.\.11 of 10 frames"),
+        ({"shape": [4, 2, 6, 8]}, r"field 'shape' \[.*\] does not match its frames"),
+        ({"name": "b"}, "not this clip's meta"),
+    ],
+)
+def test_reader_rejects_meta_that_points_outside_its_frames(
+    tmp_path: Path, change: dict, problem: str
+) -> None:
+    split = tmp_path / "split"
+    shards.build_split([("a", 10, 4, 2)], _window_source, split, seed=0, workers=1,
+                       clips_per_shard=8, params={})  # fmt: skip
+    shards.ShardReader(split)  # valid as written; and after a rewrite with nothing changed:
+    _rewrite_meta(split, "a__00002", {})
+    assert len(shards.ShardReader(split)) == 4
+    _rewrite_meta(split, "a__00002", change)
+    with pytest.raises(ValueError, match=f"shard-00000.tar: a__00002/meta.json: {problem}"):
+        shards.ShardReader(split)
+
+
+def test_coco_windows_read_back_as_video_clips_yields_them(tmp_path: Path) -> None:
+    """Through the real source: sliding windows over COCO videos share frames in the shard
+    and read back exactly as coco.video_clips yields them."""
+    ann_path = _write_coco(tmp_path, 2)
+    videos = coco.load_coco_videos(ann_path, tmp_path / "images")
+    params = CLIP_PARAMS | {"max_objects": 3}
+    clip_fn = functools.partial(coco.video_clips, **params)
+    shards.build_split(videos, clip_fn, tmp_path / "out", seed=0, workers=1,
+                       clips_per_shard=4, params=params)  # fmt: skip
+    expected = [c for i, v in enumerate(videos) for c in clip_fn(v, rng=shards.source_rng(0, i))]
+    reader = shards.ShardReader(tmp_path / "out")
+    assert reader.names == [c.name for c in expected] and len(expected) == 4
+    for k, clip in enumerate(expected):
+        _assert_same_clip(reader[k], clip)
+    owners = [n for n in _members(tmp_path / "out") if n.endswith("frames.npy")]
+    assert owners == ["0__00000/frames.npy", "1__00000/frames.npy"]  # 3 frames each, once

@@ -15,12 +15,17 @@ class Clip:
     masks:      (T, O, H, W) bool; an object absent on a frame has an all-False mask there
     object_ids: (O,) ids stable across the source video (track id, else category id)
     name:       unique and filesystem-safe, e.g. "<video>__<first frame index:05d>"
+    source_frames: the indices of its frames in its source (video), consecutive, when
+                clips of one source may share frames (sliding windows): clips of one
+                source with the same index carry the same pixels there, so shards store
+                such a frame once. None: the frames are the clip's own (pseudo-video).
     """
 
     name: str
     frames: np.ndarray
     masks: np.ndarray
     object_ids: tuple[int, ...]
+    source_frames: range | None = None
 
     def __post_init__(self) -> None:
         t, h, w, c = self.frames.shape
@@ -32,6 +37,11 @@ class Clip:
             raise ValueError(
                 f"clip {self.name}: masks {self.masks.shape} do not match frames "
                 f"{self.frames.shape} / {len(self.object_ids)} object ids"
+            )
+        span = self.source_frames
+        if span is not None and (span.step != 1 or len(span) != t or span.start < 0):
+            raise ValueError(
+                f"clip {self.name}: source_frames {span} must be {t} consecutive indices >= 0"
             )
 
     @property

@@ -501,7 +501,8 @@ def _stack_clip(
     masks = np.stack([f.masks.get(oid, empty) for f in frames for oid in object_ids])
     masks = masks.reshape(len(frames), len(object_ids), *shape[:2])  # (T, O, h, w)
     rgb = np.stack([f.rgb for f in frames]) if rgb is None else rgb  # (T, h, w, 3)
-    return Clip(f"{video.name}__{start:05d}", rgb, masks, tuple(object_ids))
+    span = range(start, start + len(frames))
+    return Clip(f"{video.name}__{start:05d}", rgb, masks, tuple(object_ids), span)
 
 
 def video_clips(

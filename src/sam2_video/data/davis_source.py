@@ -172,11 +172,15 @@ def _load_frame(video: DavisVideo, index: int, size: tuple[int, int]) -> _Loaded
     )
 
 
-def _stack_clip(name: str, frames: list[_LoadedFrame], object_ids: list[int]) -> Clip:
+def _stack_clip(
+    video: DavisVideo, start: int, frames: list[_LoadedFrame], object_ids: list[int]
+) -> Clip:
     empty = np.zeros(frames[0].rgb.shape[:2], dtype=bool)
     masks = np.stack([f.masks.get(oid, empty) for f in frames for oid in object_ids])
     masks = masks.reshape(len(frames), len(object_ids), *empty.shape)  # (T, O, h, w)
-    return Clip(name, np.stack([f.rgb for f in frames]), masks, tuple(object_ids))
+    rgb = np.stack([f.rgb for f in frames])  # (T, h, w, 3)
+    span = range(start, start + len(frames))
+    return Clip(f"{video.name}__{start:05d}", rgb, masks, tuple(object_ids), span)
 
 
 def davis_video_clips(
@@ -218,4 +222,4 @@ def davis_video_clips(
                 on_skip(SKIP_NO_OBJECT)
             continue
         frames = [loaded[start + t] for t in range(clip_length)]
-        yield _stack_clip(f"{video.name}__{start:05d}", frames, object_ids)
+        yield _stack_clip(video, start, frames, object_ids)

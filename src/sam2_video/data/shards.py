@@ -2,14 +2,21 @@
 
 A split directory holds
     shard-00000.tar, shard-00001.tar, ...   per clip, in this order:
-        <clip>/frames.npy   (T, H, W, 3) uint8
+        <clip>/frames.npy   (N, H, W, 3) uint8: only on the first clip of a frame group
         <clip>/masks.npy    (T, O, H, ceil(W / 8)) uint8 = np.packbits(masks, axis=-1)
-        <clip>/meta.json    {"name", "object_ids", "shape": [T, O, H, W]}
+        <clip>/meta.json    {"name", "object_ids", "shape": [T, O, H, W],
+                             "frames": [owner clip, first row]}
     manifest.json           written last: a directory without it is incomplete
 
-Nothing is pickled: arrays are written with np.save(allow_pickle=False) and read with
-np.load(allow_pickle=False). Tar headers are fixed (mtime 0, uid/gid 0, no user names,
-mode 0o644), so identical clips give byte-identical shards.
+A clip's frames are rows [first row, first row + T) of its owner's frames.npy. Sliding
+windows of one source overlap (stride < clip_length): consecutive such clips form a frame
+group whose frames are stored once, in the group's first clip (the owner); any other clip
+owns its frames ([itself, 0]). A group never spans two shards, so a shard holds at most
+clips_per_shard clips, fewer when the next group does not fit.
+
+Nothing is pickled: arrays are written as np.save(allow_pickle=False) writes them and read
+without pickle. Tar headers are fixed (mtime 0, uid/gid 0, no user names, mode 0o644), so
+identical clips give byte-identical shards.
 """
 
 from __future__ import annotations
@@ -18,8 +25,8 @@ import ctypes
 import functools
 import hashlib
 import io
-import itertools
 import json
+import math
 import multiprocessing
 import os
 import re
@@ -40,10 +47,13 @@ if TYPE_CHECKING:  # imported where used: a shard worker process never needs it 
     from tqdm import tqdm
 
 FORMAT = "sam2-video-shards"
-VERSION = 1
+VERSION = 2
 MANIFEST = "manifest.json"
-MEMBERS = ("frames.npy", "masks.npy", "meta.json")
+FRAMES, MASKS, META = "frames.npy", "masks.npy", "meta.json"
 _SHARD_RE = re.compile(r"shard-(\d{5,})\.tar")
+# A frame group holds at most this many bytes of frames: they stay in memory until the
+# group is written (a long video at full resolution must not be held whole).
+GROUP_FRAME_BYTES = 32 << 20
 
 # clip_fn(source, rng=..., on_skip=...) -> clips of one source (a video, an image, ...).
 ClipFn = Callable[..., Iterable[Clip]]
@@ -53,20 +63,57 @@ def shard_name(index: int) -> str:
     return f"shard-{index:05d}.tar"
 
 
-# ---------------------------------------------------------------------------- clip <-> bytes
+# ---------------------------------------------------------------------------- frame groups
 
 
-@dataclass(frozen=True)
-class EncodedClip:
-    """A clip as its tar members: (member file name, payload) in MEMBERS order."""
-
-    name: str
-    members: tuple[tuple[str, bytes], ...]
+def _frame_bytes(clip: Clip) -> int:
+    return math.prod(clip.frames.shape[1:])
 
 
-# (member, payload in pieces) in MEMBERS order: written piece by piece, the frames are
-# never copied into one bytes object.
-_Payloads = tuple[tuple[str, tuple[bytes | memoryview, ...]], ...]
+def _joins(group: Sequence[Clip], clip: Clip, max_clips: int) -> bool:
+    """Whether `clip` is a later window of the group's source that overlaps its last clip
+    (so shares frames with it) and fits the group's limits."""
+    first, last, span = group[0].source_frames, group[-1].source_frames, clip.source_frames
+    if first is None or last is None or span is None or len(group) >= max_clips:
+        return False
+    if clip.frames.shape[1:] != group[0].frames.shape[1:]:
+        return False
+    if not last.start < span.start < last.stop <= span.stop:
+        return False
+    return (span.stop - first.start) * _frame_bytes(clip) <= GROUP_FRAME_BYTES
+
+
+def frame_groups(clips: Iterable[Clip], max_clips: int) -> Iterator[list[Clip]]:
+    """Consecutive clips of ONE source in frame groups (see the module docstring): at most
+    max_clips clips and GROUP_FRAME_BYTES of distinct frames each."""
+    if max_clips < 1:
+        raise ValueError(f"a frame group holds at least one clip, got max_clips={max_clips}")
+    group: list[Clip] = []
+    for clip in clips:
+        if group and not _joins(group, clip, max_clips):
+            yield group
+            group = []
+        group.append(clip)
+    if group:
+        yield group
+
+
+def _group_frames(group: Sequence[Clip]) -> tuple[list[np.ndarray], list[int]]:
+    """The group's distinct frames in pieces, in source order, and each clip's first row."""
+    if len(group) == 1:
+        return [group[0].frames], [0]
+    origin = stored = group[0].source_frames.start  # type: ignore[union-attr]
+    pieces, rows = [], []
+    for clip in group:
+        span = clip.source_frames
+        assert span is not None  # frame_groups joins only clips with source_frames
+        pieces.append(clip.frames[stored - span.start :])  # the frames not stored yet
+        rows.append(span.start - origin)
+        stored = span.stop
+    return pieces, rows
+
+
+# ---------------------------------------------------------------------------- clips -> bytes
 
 
 @functools.lru_cache(maxsize=64)
@@ -79,11 +126,14 @@ def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
     return header.getvalue()
 
 
-def _npy_pieces(array: np.ndarray) -> tuple[bytes, memoryview]:
-    """What np.save(allow_pickle=False) writes for `array` in C order (one layout): its
-    header and a view of its bytes (np.save's buffered copy loop is slow in memory)."""
-    array = np.ascontiguousarray(array)
-    return _npy_header(array.dtype, array.shape), memoryview(array.reshape(-1))
+def _npy_pieces(parts: Sequence[np.ndarray]) -> tuple[bytes | memoryview, ...]:
+    """What np.save(allow_pickle=False) writes for np.concatenate(parts) in C order: its
+    header and views of the parts' bytes (no concatenated copy; np.save's buffered copy
+    loop is slow in memory as well)."""
+    parts = [np.ascontiguousarray(part) for part in parts]
+    shape = (sum(len(part) for part in parts), *parts[0].shape[1:])
+    views = tuple(memoryview(part.reshape(-1)) for part in parts if part.size)
+    return (_npy_header(parts[0].dtype, shape), *views)
 
 
 def _check_clip_name(name: str) -> None:
@@ -91,31 +141,32 @@ def _check_clip_name(name: str) -> None:
         raise ValueError(f"clip name {name!r} is not a file-safe name (no '/', '\\', NUL)")
 
 
-def _clip_payloads(clip: Clip) -> _Payloads:
-    _check_clip_name(clip.name)
+def _meta_bytes(clip: Clip, owner: str, row: int) -> bytes:
     meta = {
         "name": clip.name,
         "object_ids": [int(oid) for oid in clip.object_ids],
         "shape": list(clip.masks.shape),  # (T, O, H, W) before packing
+        "frames": [owner, row],
     }
-    meta_bytes = json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8")
-    pieces = (_npy_pieces(clip.frames), _npy_pieces(np.packbits(clip.masks, axis=-1)))
-    return tuple(zip(MEMBERS, (*pieces, (meta_bytes,)), strict=True))
+    return json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8")
 
 
-def encode_clip(clip: Clip) -> EncodedClip:
-    payloads = _clip_payloads(clip)
-    return EncodedClip(clip.name, tuple((member, b"".join(p)) for member, p in payloads))
+# (member file name, payload in pieces): written piece by piece, never joined.
+_Members = list[tuple[str, tuple[bytes | memoryview, ...]]]
 
 
-def decode_clip(frames: bytes, masks: bytes, meta: bytes) -> Clip:
-    """The inverse of encode_clip, from the three member payloads."""
-    info = json.loads(meta.decode("utf-8"))
-    packed = np.load(io.BytesIO(masks), allow_pickle=False)  # (T, O, H, ceil(W/8))
-    width = info["shape"][-1]
-    unpacked = np.unpackbits(packed, axis=-1, count=width).view(np.bool_)  # (T, O, H, W)
-    rgb = np.load(io.BytesIO(frames), allow_pickle=False)  # (T, H, W, 3)
-    return Clip(info["name"], rgb, unpacked, tuple(info["object_ids"]))
+def _group_members(group: Sequence[Clip]) -> _Members:
+    """The tar members of a frame group: the owner's frames, then each clip's masks, meta."""
+    for clip in group:
+        _check_clip_name(clip.name)
+    owner = group[0].name
+    frame_pieces, rows = _group_frames(group)
+    members: _Members = [(f"{owner}/{FRAMES}", _npy_pieces(frame_pieces))]
+    for clip, row in zip(group, rows, strict=True):
+        packed = np.packbits(clip.masks, axis=-1)  # (T, O, H, ceil(W / 8))
+        members.append((f"{clip.name}/{MASKS}", _npy_pieces([packed])))
+        members.append((f"{clip.name}/{META}", (_meta_bytes(clip, owner, row),)))
+    return members
 
 
 # ---------------------------------------------------------------------------- writing
@@ -151,10 +202,11 @@ def _member_header(name: str, size: int) -> bytes:
 
 
 @dataclass(frozen=True)
-class _ClipRecord:
-    """A clip's tar members as bytes, exactly as tarfile writes them into a pax archive."""
+class Record:
+    """A frame group's tar members as bytes, exactly as tarfile writes them into a pax
+    archive; `names` are its clips."""
 
-    name: str
+    names: tuple[str, ...]
     pieces: tuple[bytes | memoryview, ...]
 
     @property
@@ -162,19 +214,24 @@ class _ClipRecord:
         return sum(map(len, self.pieces))
 
 
-def _clip_record(name: str, payloads: _Payloads) -> _ClipRecord:
+def group_record(group: Sequence[Clip]) -> Record:
     """Per member: header block(s) (pax, utf-8, as tarfile.open(format=PAX_FORMAT,
     encoding="utf-8") writes them), the payload, NUL padding to a whole block."""
     pieces: list[bytes | memoryview] = []
-    for member, payload in payloads:
+    for member, payload in _group_members(group):
         size = sum(len(piece) for piece in payload)
-        pieces += [_member_header(f"{name}/{member}", size), *payload]
+        pieces += [_member_header(member, size), *payload]
         pieces.append(bytes(-size % tarfile.BLOCKSIZE))
-    return _ClipRecord(name, tuple(pieces))
+    return Record(tuple(clip.name for clip in group), tuple(pieces))
+
+
+def source_records(clips: Iterable[Clip], max_group_clips: int) -> Iterator[Record]:
+    """The records of one source's clips (frame groups of at most max_group_clips)."""
+    return map(group_record, frame_groups(clips, max_group_clips))
 
 
 class _TarWriter:
-    """Streams clip records into an uncompressed pax tar, hashing (sha256) as it writes.
+    """Streams records into an uncompressed pax tar, hashing (sha256) as it writes.
 
     The bytes are tarfile's: its member records, then two zero blocks and zero padding to
     a whole record (RECORDSIZE), as TarFile.close writes them.
@@ -194,27 +251,56 @@ class _TarWriter:
         self.write([bytes(end + (-(self.size + end) % tarfile.RECORDSIZE))])
 
 
-def _write_shard(path: Path, records: Iterable[_ClipRecord]) -> dict[str, Any]:
-    names = []
+def _write_shard(path: Path, records: Iterable[Record]) -> dict[str, Any]:
+    names: list[str] = []
     with atomic_path(path) as tmp:  # a failure mid-shard leaves no file under the final name
         with open(tmp, "wb") as file:
             tar = _TarWriter(file)
             for record in records:
                 tar.write(record.pieces)
-                names.append(record.name)
+                names += record.names
             tar.close()
         summary = {"file": path.name, "num_clips": len(names), "sha256": tar.sha256.hexdigest()}
         summary |= {"bytes": tar.size, "clips": names}
     return summary
 
 
-def _unique_names(records: Iterable[_ClipRecord]) -> Iterator[_ClipRecord]:
+def _unique_names(records: Iterable[Record]) -> Iterator[Record]:
     seen: set[str] = set()
     for record in records:
-        if record.name in seen:
-            raise ValueError(f"clip name {record.name!r} occurs twice in one split")
-        seen.add(record.name)
+        for name in record.names:
+            if name in seen:
+                raise ValueError(f"clip name {name!r} occurs twice in one split")
+            seen.add(name)
         yield record
+
+
+class _ShardBatches:
+    """Records in shard-sized batches: whole records, at most clips_per_shard clips a batch
+    unless one record alone is larger. A batch must be written before the next is taken
+    (a record read from a spool is valid until the next one is read)."""
+
+    def __init__(self, records: Iterable[Record], clips_per_shard: int) -> None:
+        self._records, self._limit = iter(records), clips_per_shard
+        self._next = next(self._records, None)
+
+    def __iter__(self) -> Iterator[Iterator[Record]]:
+        while self._next is not None:
+            yield self._batch()
+
+    def _fits(self, count: int) -> bool:
+        return self._next is not None and (
+            not count or count + len(self._next.names) <= self._limit
+        )
+
+    def _batch(self) -> Iterator[Record]:
+        count = 0
+        while self._fits(count):
+            record = self._next
+            assert record is not None  # for the type checker: _fits saw it
+            count += len(record.names)
+            yield record
+            self._next = next(self._records, None)
 
 
 def _remove_stale_shards(out_dir: Path, keep: int) -> None:
@@ -225,17 +311,15 @@ def _remove_stale_shards(out_dir: Path, keep: int) -> None:
 
 
 def _write_records(
-    records: Iterable[_ClipRecord], out_dir: Path, clips_per_shard: int
+    records: Iterable[Record], out_dir: Path, clips_per_shard: int
 ) -> list[dict[str, Any]]:
     if clips_per_shard < 1:
         raise ValueError(f"clips_per_shard must be >= 1, got {clips_per_shard}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST).unlink(missing_ok=True)  # incomplete from here until write_manifest
-    remaining = _unique_names(records)
     summaries: list[dict[str, Any]] = []
-    while (first := next(remaining, None)) is not None:
-        batch = itertools.chain([first], itertools.islice(remaining, clips_per_shard - 1))
+    for batch in _ShardBatches(_unique_names(records), clips_per_shard):
         summaries.append(_write_shard(out_dir / shard_name(len(summaries)), batch))
     _remove_stale_shards(out_dir, len(summaries))
     return summaries
@@ -244,13 +328,14 @@ def _write_records(
 def write_shards(
     clips: Iterable[Clip], out_dir: Path, clips_per_shard: int
 ) -> list[dict[str, Any]]:
-    """Stream clips into shard-00000.tar, ... (one clip in memory at a time).
+    """Stream clips into shard-00000.tar, ... (one clip in memory at a time), each clip
+    with its own frames (clips of several sources: no frame groups; build_split makes them).
 
     Each shard is written under a temp name and renamed when complete. A manifest.json
     already in out_dir is removed first, and shard files beyond the new count at the end.
     Returns one record per shard: file, num_clips, sha256, bytes, clips (names).
     """
-    return _write_records(map(_encoded_record, clips), out_dir, clips_per_shard)
+    return _write_records((group_record([clip]) for clip in clips), out_dir, clips_per_shard)
 
 
 def write_manifest(
@@ -306,10 +391,6 @@ class _SkipCounter(Counter):
         self[reason] += 1
 
 
-def _encoded_record(clip: Clip) -> _ClipRecord:
-    return _clip_record(clip.name, _clip_payloads(clip))
-
-
 # glibc's mallopt parameters (malloc.h) and the values the workers use: 32 MiB is the
 # largest mmap threshold glibc's own adaptive scheme picks.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
@@ -330,53 +411,66 @@ def reuse_freed_memory() -> None:
     mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
 
 
+def _source_clips(
+    clip_fn: ClipFn, source: Any, seed: int, index: int, skips: _SkipCounter
+) -> Iterable[Clip]:
+    return clip_fn(source, rng=LazySourceRng(seed, index), on_skip=skips)
+
+
+_Sizes = list[tuple[tuple[str, ...], int]]  # per record: its clips' names, its bytes
+
+
 def _spool_source(
-    clip_fn: ClipFn, source: Any, seed: int, index: int, spool: Path
-) -> tuple[dict[str, int], list[tuple[str, int]]]:
+    clip_fn: ClipFn, source: Any, seed: int, index: int, spool: Path, max_group_clips: int
+) -> tuple[dict[str, int], _Sizes]:
     """Worker: write the tar records of one source's clips to a spool file, one after the
-    other; its skip counts and (clip name, record bytes) per clip."""
+    other; its skip counts and (clip names, bytes) per record."""
     skips = _SkipCounter()
-    clips = clip_fn(source, rng=LazySourceRng(seed, index), on_skip=skips)
+    clips = _source_clips(clip_fn, source, seed, index, skips)
     sizes = []
     # Overwritten in place, not truncated: reusing the file's pages is cheaper than freeing
     # and allocating them for every source; only the first sum(sizes) bytes are read back.
     with open(os.open(spool, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as file:
-        for record in map(_encoded_record, clips):
+        for record in source_records(clips, max_group_clips):
             file.writelines(record.pieces)
-            sizes.append((record.name, record.size))
+            sizes.append((record.names, record.size))
     return dict(skips), sizes
 
 
-def _read_spool(
-    spool: Path, sizes: list[tuple[str, int]], buffer: bytearray
-) -> Iterator[_ClipRecord]:
-    """Clip records back from a spool file, one at a time, read into `buffer`: reused, so a
-    record is valid until the next one is read (no fresh pages to fault in per clip)."""
+def _read_spool(spool: Path, sizes: _Sizes, buffer: bytearray) -> Iterator[Record]:
+    """Records back from a spool file, one at a time, read into `buffer`: reused, so a
+    record is valid until the next one is read (no fresh pages to fault in per record)."""
     with open(spool, "rb") as file:
-        for name, size in sizes:
+        for names, size in sizes:
             if len(buffer) < size:
                 buffer.extend(bytes(size - len(buffer)))
             with memoryview(buffer)[:size] as view:
                 if file.readinto(view) != size:
                     raise ValueError(f"{spool}: spool file is shorter than its clips")
-                yield _ClipRecord(name, (view,))
+                yield Record(names, (view,))
 
 
-def _serial_clips(
-    sources: Sequence[Any], clip_fn: ClipFn, seed: int, skips: _SkipCounter, bar: tqdm
-) -> Iterator[_ClipRecord]:
-    for index, source in enumerate(sources):
-        for clip in clip_fn(source, rng=LazySourceRng(seed, index), on_skip=skips):
-            yield _encoded_record(clip)
+@dataclass(frozen=True)
+class _Split:
+    """The sources of a split and how each is cut into clips and records."""
+
+    sources: Sequence[Any]
+    clip_fn: ClipFn
+    seed: int
+    max_group_clips: int
+
+
+def _serial_records(split: _Split, skips: _SkipCounter, bar: tqdm) -> Iterator[Record]:
+    for index, source in enumerate(split.sources):
+        clips = _source_clips(split.clip_fn, source, split.seed, index, skips)
+        yield from source_records(clips, split.max_group_clips)
         bar.update()
 
 
-_SpoolJob = tuple[Future[tuple[dict[str, int], list[tuple[str, int]]]], Path]
+_SpoolJob = tuple[Future[tuple[dict[str, int], _Sizes]], Path]
 
 
-def _collect(
-    job: _SpoolJob, skips: _SkipCounter, bar: tqdm, buffer: bytearray
-) -> Iterator[_ClipRecord]:
+def _collect(job: _SpoolJob, skips: _SkipCounter, bar: tqdm, buffer: bytearray) -> Iterator[Record]:
     future, spool = job
     source_skips, sizes = future.result()  # re-raises the worker's error (first bad source)
     skips.update(source_skips)
@@ -384,27 +478,21 @@ def _collect(
     bar.update()
 
 
-def _parallel_clips(
-    sources: Sequence[Any],
-    clip_fn: ClipFn,
-    seed: int,
-    skips: _SkipCounter,
-    bar: tqdm,
-    workers: int,
-    spool_dir: Path,
-) -> Iterator[_ClipRecord]:
-    """Sources run in worker processes; clips come back in source order (spooled on disk)."""
+def _parallel_records(
+    split: _Split, skips: _SkipCounter, bar: tqdm, workers: int, spool_dir: Path
+) -> Iterator[Record]:
+    """Sources run in worker processes; records come back in source order (spooled)."""
     context = multiprocessing.get_context("spawn")  # never fork a parent that has threads
     pending: deque[_SpoolJob] = deque()
     in_flight = 2 * workers  # sources; their clips wait in spool files, not in memory
-    buffer = bytearray()  # one clip record at a time comes back through it
+    buffer = bytearray()  # one record at a time comes back through it
     with ProcessPoolExecutor(workers, mp_context=context, initializer=reuse_freed_memory) as pool:
         try:
-            for index, source in enumerate(sources):
+            for index, source in enumerate(split.sources):
                 # Source index - in_flight, the last user of this spool, was read back: below
                 spool = spool_dir / f"spool-{index % in_flight}.bin"
-                future = pool.submit(_spool_source, clip_fn, source, seed, index, spool)
-                pending.append((future, spool))
+                job = (split.clip_fn, source, split.seed, index, spool, split.max_group_clips)
+                pending.append((pool.submit(_spool_source, *job), spool))
                 if len(pending) >= in_flight:
                     yield from _collect(pending.popleft(), skips, bar, buffer)
             while pending:
@@ -430,7 +518,8 @@ def build_split(
     clip_fn(source, rng=..., on_skip=...) yields a source's clips, e.g.
     functools.partial(coco.video_clips, clip_length=..., ...); it must be picklable when
     workers > 1. Source i gets its own generator (`source_rng(seed, i)`) and clips are
-    written in source order, so the output is byte-identical for any `workers`. At most
+    written in source order, so the output is byte-identical for any `workers`. Clips of
+    a source that share frames are stored as frame groups (module docstring). At most
     2 * workers sources are in flight; their clips wait in spool files, not in memory.
     `params` (plus seed and clips_per_shard) are recorded in the manifest. A failed build
     leaves any previous out_dir as it was.
@@ -442,13 +531,14 @@ def build_split(
         atomic_path(out_dir) as tmp_dir,
         tqdm(total=len(sources), desc=f"shard {Path(out_dir).name}", disable=not progress) as bar,
     ):
+        split = _Split(sources, clip_fn, seed, max_group_clips=clips_per_shard)  # fits a shard
         if workers > 1:
-            clips = _parallel_clips(sources, clip_fn, seed, skips, bar, workers, tmp_dir.parent)
+            records = _parallel_records(split, skips, bar, workers, tmp_dir.parent)
         else:
-            clips = _serial_clips(sources, clip_fn, seed, skips, bar)
-        records = _write_records(clips, tmp_dir, clips_per_shard)
+            records = _serial_records(split, skips, bar)
+        shards = _write_records(records, tmp_dir, clips_per_shard)
         used = {**params, "seed": seed, "clips_per_shard": clips_per_shard}  # not workers
-        manifest = write_manifest(tmp_dir, records, used, skips)
+        manifest = write_manifest(tmp_dir, shards, used, skips)
     return manifest
 
 
@@ -473,29 +563,98 @@ def _read_manifest(split_dir: Path) -> dict[str, Any]:
     return manifest
 
 
-def _index_shard(path: Path, record: Mapping[str, Any]) -> list[list[int]]:
-    """Per clip of one shard: [data offsets of frames, masks, meta, then their sizes]."""
+@dataclass(frozen=True)
+class _ClipEntry:
+    """Where one clip lies in its shard file, and its meta."""
+
+    name: str
+    object_ids: tuple[int, ...]
+    shape: tuple[int, int, int, int]  # (T, O, H, W)
+    shard: int
+    frames_at: int  # file offset of its first frame's pixels
+    masks_at: int  # file offset and size of its masks.npy
+    masks_size: int
+
+
+def _expected_members(clips: Sequence[str], names: Sequence[str]) -> list[str]:
+    """The member names a shard of `clips` has, given which of them own frames."""
+    owners = {name[: -len(FRAMES) - 1] for name in names if name.endswith(f"/{FRAMES}")}
+    return [
+        f"{clip}/{member}"
+        for clip in clips
+        for member in ((FRAMES,) if clip in owners else ()) + (MASKS, META)
+    ]
+
+
+def _read_frames_header(file: io.BufferedReader, info: tarfile.TarInfo) -> tuple[int, ...]:
+    """(data offset, N, H, W) of an owner's frames.npy: (N, H, W, 3) uint8 in C order."""
+    file.seek(info.offset_data)
+    version = np.lib.format.read_magic(file)
+    read_header = {(1, 0): np.lib.format.read_array_header_1_0}.get(
+        version, np.lib.format.read_array_header_2_0
+    )
+    shape, fortran_order, dtype = read_header(file)
+    data_at = file.tell()
+    if dtype != np.uint8 or fortran_order or len(shape) != 4 or shape[3] != 3:
+        raise ValueError(f"{info.name}: not (N, H, W, 3) uint8 frames in C order")
+    if data_at + math.prod(shape) != info.offset_data + info.size:
+        raise ValueError(f"{info.name}: its size does not match its shape {shape}")
+    return (data_at, *shape[:3])
+
+
+def _clip_entry(
+    meta: Any, clip: str, frames: Mapping[str, tuple[int, ...]]
+) -> tuple[int, tuple[int, int, int, int]]:
+    """(frames offset, shape (T, O, H, W)) of a clip from its meta, checked against
+    its owner's frames (`frames`: owner -> _read_frames_header)."""
+    if not isinstance(meta, dict) or meta.get("name") != clip:
+        raise ValueError(f"{clip}/{META}: not this clip's meta")
+    owner, row = meta.get("frames") or (None, None)
+    shape = meta.get("shape")
+    if owner not in frames or type(row) is not int or row < 0:
+        raise ValueError(f"{clip}/{META}: field 'frames' {meta.get('frames')!r} names no frames")
+    data_at, count, height, width = frames[owner]
+    if not (isinstance(shape, list) and len(shape) == 4 and shape[2:] == [height, width]):
+        raise ValueError(f"{clip}/{META}: field 'shape' {shape!r} does not match its frames")
+    if row + shape[0] > count:
+        raise ValueError(f"{clip}/{META}: rows {row}..{row + shape[0]} of {count} frames")
+    return data_at + row * height * width * 3, tuple(shape)
+
+
+def _index_shard(path: Path, record: Mapping[str, Any], shard: int) -> list[_ClipEntry]:
+    """The clips of one shard file, checked against its manifest record."""
     mismatch = f"{path}: does not match {MANIFEST}"
     if not _SHARD_RE.fullmatch(str(record["file"])):  # a bare shard-NNNNN.tar, no path
         raise ValueError(f"{mismatch} (not a shard file name): re-run the shard stage")
     if not path.is_file() or path.stat().st_size != record["bytes"]:
         raise ValueError(f"{mismatch} (missing or wrong size): re-run the shard stage")
-    with tarfile.open(path, "r:") as tar:
-        infos = tar.getmembers()  # reads headers only; data blocks are seeked over
-    expected = [f"{name}/{member}" for name in record["clips"] for member in MEMBERS]
-    if [info.name for info in infos] != expected:
-        raise ValueError(f"{mismatch} (its clips differ from the manifest): re-run the shard stage")
-    n = len(MEMBERS)
-    groups = [infos[k : k + n] for k in range(0, len(infos), n)]
-    return [[*(i.offset_data for i in group), *(i.size for i in group)] for group in groups]
+    entries = []
+    with open(path, "rb") as file, tarfile.open(fileobj=file, mode="r:") as tar:
+        infos = {info.name: info for info in tar.getmembers()}  # headers only
+        if list(infos) != _expected_members(record["clips"], list(infos)):
+            raise ValueError(f"{mismatch} (its clips differ): re-run the shard stage")
+        try:
+            frames = {n[: -len(FRAMES) - 1]: _read_frames_header(file, i)
+                      for n, i in infos.items() if n.endswith(f"/{FRAMES}")}  # fmt: skip
+            for clip in record["clips"]:
+                masks = infos[f"{clip}/{MASKS}"]
+                meta = json.loads(tar.extractfile(infos[f"{clip}/{META}"]).read())  # type: ignore[union-attr]
+                frames_at, shape = _clip_entry(meta, clip, frames)
+                object_ids = tuple(int(oid) for oid in meta["object_ids"])
+                entries.append(_ClipEntry(clip, object_ids, shape, shard, frames_at,
+                                          masks.offset_data, masks.size))  # fmt: skip
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}: {err}: re-run the shard stage") from None
+    return entries
 
 
 class ShardReader:
     """Random access to the clips of a split directory (what a torch Dataset wraps).
 
-    Tar member offsets are indexed once here; an item costs one positioned read of its
-    three members. Files are opened lazily per process, so the reader can be handed to
-    DataLoader workers (forked: fresh handles per pid; spawned: handles are not pickled).
+    Clips are indexed once here (tar headers and meta); an item costs two positioned
+    reads, its frames and its masks. Files are opened lazily per process, so the reader can
+    be handed to DataLoader workers (forked: fresh handles per pid; spawned: handles are
+    not pickled).
     """
 
     def __init__(self, split_dir: Path) -> None:
@@ -503,15 +662,10 @@ class ShardReader:
         self.manifest = _read_manifest(self.split_dir)
         records = self.manifest["shards"]
         self._paths = [self.split_dir / r["file"] for r in records]
-        rows, shard_of = [], []
+        self._clips: list[_ClipEntry] = []
         for shard, (path, record) in enumerate(zip(self._paths, records, strict=True)):
-            shard_rows = _index_shard(path, record)
-            rows += shard_rows
-            shard_of += [shard] * len(shard_rows)
-        table = np.array(rows, dtype=np.int64).reshape(-1, 2 * len(MEMBERS))
-        self._offsets, self._sizes = table[:, : len(MEMBERS)], table[:, len(MEMBERS) :]
-        self._shard_of = np.array(shard_of, dtype=np.int64)
-        self.names: list[str] = [name for r in records for name in r["clips"]]
+            self._clips += _index_shard(path, record, shard)
+        self.names: list[str] = [clip.name for clip in self._clips]
         self._fds: dict[int, int] = {}
         self._pid = os.getpid()
 
@@ -521,15 +675,18 @@ class ShardReader:
     def __getitem__(self, index: int) -> Clip:
         if not -len(self) <= index < len(self):
             raise IndexError(f"clip index {index} out of range for {len(self)} clips")
-        offsets, sizes = self._offsets[index], self._sizes[index]
-        start, stop = int(offsets.min()), int((offsets + sizes).max())
-        blob = os.pread(self._fd(int(self._shard_of[index])), stop - start, start)
-        if len(blob) != stop - start:
-            raise ValueError(
-                f"{self._paths[self._shard_of[index]]}: truncated: re-run the shard stage"
-            )
-        parts = [blob[o - start : o - start + n] for o, n in zip(offsets, sizes, strict=True)]
-        return decode_clip(*parts)
+        entry = self._clips[index]
+        t, _, height, width = entry.shape
+        fd = self._fd(entry.shard)
+        rgb = bytearray(t * height * width * 3)  # writable, as np.load would give
+        complete = os.preadv(fd, [rgb], entry.frames_at) == len(rgb)
+        masks = os.pread(fd, entry.masks_size, entry.masks_at)
+        if not complete or len(masks) != entry.masks_size:
+            raise ValueError(f"{self._paths[entry.shard]}: truncated: re-run the shard stage")
+        packed = np.load(io.BytesIO(masks), allow_pickle=False)  # (T, O, H, ceil(W / 8))
+        unpacked = np.unpackbits(packed, axis=-1, count=width).view(np.bool_)  # (T, O, H, W)
+        frames = np.frombuffer(rgb, np.uint8).reshape(t, height, width, 3)
+        return Clip(entry.name, frames, unpacked, entry.object_ids)
 
     def _fd(self, shard: int) -> int:
         if self._pid != os.getpid():  # forked: drop our copies of the parent's descriptors
