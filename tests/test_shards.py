@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import io
@@ -433,8 +434,9 @@ def test_group_limits_and_shard_packing(tmp_path: Path, monkeypatch) -> None:
     assert list(_members(tmp_path / "by_clips", "shard-00001.tar")) == [
         f"a__00006/{m}" for m in MEMBERS
     ]
-    # at most GROUP_FRAME_BYTES of frames a group: 6 frames here, so 0, 2 | 4, 6
-    monkeypatch.setattr(shards, "GROUP_FRAME_BYTES", 6 * (6 * 7 * 3))
+    # at most GROUP_BYTES a group: frames of 126 bytes, packed masks of 48 bytes a clip;
+    # window 0 holds 4 * 126 + 48 = 552, each later one adds 2 * 126 + 48 = 300
+    monkeypatch.setattr(shards, "GROUP_BYTES", 900)  # so 0, 2 (852) | 4, 6 (852)
     build("by_bytes", 8, [("a", 10, 4, 2)])
     owners = [n for n in _members(tmp_path / "by_bytes") if n.endswith("frames.npy")]
     assert owners == ["a__00000/frames.npy", "a__00004/frames.npy"]
@@ -448,6 +450,24 @@ def test_group_limits_and_shard_packing(tmp_path: Path, monkeypatch) -> None:
         assert list(got) == [c.name for c in clips]
         for clip in clips:
             _assert_same_clip(got[clip.name], clip)
+
+
+def test_a_group_keeps_only_the_frames_each_clip_adds() -> None:
+    views = _window_clips("a", 10, 4, 2)  # views of one video array (as coco's clips)
+    owning = [dataclasses.replace(c, frames=c.frames.copy()) for c in views]  # as DAVIS's
+    for clips in (views, owning):
+        (group,) = shards.frame_groups(clips, max_clips=8)
+        assert [len(piece) for piece in group.pieces] == [4, 2, 2, 2]
+        assert [c.row for c in group.clips] == [0, 2, 4, 6]
+        np.testing.assert_array_equal(np.concatenate(group.pieces), _window_video(10)[0])
+    # a piece of a clip that owns its frames is a copy: holding it does not hold the clip's
+    # other frames; a view of a shared buffer is kept as it is (no copy)
+    (group,) = shards.frame_groups(owning, max_clips=8)
+    pairs = zip(group.pieces[1:], owning[1:], strict=True)
+    assert not any(np.shares_memory(piece, clip.frames) for piece, clip in pairs)
+    (group,) = shards.frame_groups(views, max_clips=8)
+    pairs = zip(group.pieces, views, strict=True)
+    assert all(np.shares_memory(piece, clip.frames) for piece, clip in pairs)
 
 
 def _tarfile_group_shard(path: Path, groups: list[list[Clip]]) -> bytes:

@@ -51,9 +51,9 @@ VERSION = 2
 MANIFEST = "manifest.json"
 FRAMES, MASKS, META = "frames.npy", "masks.npy", "meta.json"
 _SHARD_RE = re.compile(r"shard-(\d{5,})\.tar")
-# A frame group holds at most this many bytes of frames: they stay in memory until the
-# group is written (a long video at full resolution must not be held whole).
-GROUP_FRAME_BYTES = 32 << 20
+# A frame group holds at most this many bytes (its distinct frames and packed masks): they
+# stay in memory until the group is written (a long video must not be held whole).
+GROUP_BYTES = 32 << 20
 
 # clip_fn(source, rng=..., on_skip=...) -> clips of one source (a video, an image, ...).
 ClipFn = Callable[..., Iterable[Clip]]
@@ -66,51 +66,74 @@ def shard_name(index: int) -> str:
 # ---------------------------------------------------------------------------- frame groups
 
 
-def _frame_bytes(clip: Clip) -> int:
-    return math.prod(clip.frames.shape[1:])
+@dataclass(frozen=True)
+class _GroupClip:
+    """A clip of a frame group without its frames: those are the group's rows [row, row+T)."""
+
+    name: str
+    object_ids: tuple[int, ...]
+    shape: tuple[int, ...]  # (T, O, H, W) before packing
+    packed_masks: np.ndarray  # (T, O, H, ceil(W / 8)) uint8
+    row: int
 
 
-def _joins(group: Sequence[Clip], clip: Clip, max_clips: int) -> bool:
-    """Whether `clip` is a later window of the group's source that overlaps its last clip
-    (so shares frames with it) and fits the group's limits."""
-    first, last, span = group[0].source_frames, group[-1].source_frames, clip.source_frames
-    if first is None or last is None or span is None or len(group) >= max_clips:
-        return False
-    if clip.frames.shape[1:] != group[0].frames.shape[1:]:
-        return False
-    if not last.start < span.start < last.stop <= span.stop:
-        return False
-    return (span.stop - first.start) * _frame_bytes(clip) <= GROUP_FRAME_BYTES
+class FrameGroup:
+    """Clips of one source that share frames, as they are written: the distinct frames in
+    pieces (source order) and each clip's packed masks and first row. A clip's frames are
+    not kept beyond the rows it adds, so memory follows the distinct frames."""
+
+    def __init__(self, clip: Clip) -> None:
+        self.span = clip.source_frames  # source indices of the stored frames; None: own
+        self.frame_shape = clip.frames.shape[1:]
+        self.pieces: list[np.ndarray] = [clip.frames]
+        self.clips: list[_GroupClip] = []
+        self.held = clip.frames.nbytes
+        self._add(clip, row=0)
+
+    @property
+    def owner(self) -> str:
+        return self.clips[0].name
+
+    def _add(self, clip: Clip, row: int) -> None:
+        packed = np.packbits(clip.masks, axis=-1)
+        self.held += packed.nbytes
+        self.clips.append(_GroupClip(clip.name, clip.object_ids, clip.masks.shape, packed, row))
+
+    def join(self, clip: Clip, max_clips: int) -> bool:
+        """Add `clip` if it is a window of this source overlapping the stored frames and the
+        group stays within max_clips and GROUP_BYTES; whether it was added."""
+        stored, span = self.span, clip.source_frames
+        if stored is None or span is None or len(self.clips) >= max_clips:
+            return False
+        if clip.frames.shape[1:] != self.frame_shape:
+            return False
+        if not stored.start <= span.start < stored.stop <= span.stop:
+            return False
+        tail = clip.frames[stored.stop - span.start :]  # the frames not stored yet
+        packed = math.prod(clip.masks.shape[:-1]) * -(-clip.masks.shape[-1] // 8)
+        if self.held + tail.nbytes + packed > GROUP_BYTES:
+            return False
+        # a view of a clip's own array would keep all its frames alive: copy the new ones
+        self.pieces.append(tail if clip.frames.base is not None else tail.copy())
+        self.held += tail.nbytes
+        self._add(clip, row=span.start - stored.start)
+        self.span = range(stored.start, span.stop)
+        return True
 
 
-def frame_groups(clips: Iterable[Clip], max_clips: int) -> Iterator[list[Clip]]:
-    """Consecutive clips of ONE source in frame groups (see the module docstring): at most
-    max_clips clips and GROUP_FRAME_BYTES of distinct frames each."""
+def frame_groups(clips: Iterable[Clip], max_clips: int) -> Iterator[FrameGroup]:
+    """Consecutive clips of ONE source in frame groups (see the module docstring) of at
+    most max_clips clips and GROUP_BYTES each."""
     if max_clips < 1:
         raise ValueError(f"a frame group holds at least one clip, got max_clips={max_clips}")
-    group: list[Clip] = []
+    group: FrameGroup | None = None
     for clip in clips:
-        if group and not _joins(group, clip, max_clips):
-            yield group
-            group = []
-        group.append(clip)
-    if group:
+        if group is None or not group.join(clip, max_clips):
+            if group is not None:
+                yield group
+            group = FrameGroup(clip)
+    if group is not None:
         yield group
-
-
-def _group_frames(group: Sequence[Clip]) -> tuple[list[np.ndarray], list[int]]:
-    """The group's distinct frames in pieces, in source order, and each clip's first row."""
-    if len(group) == 1:
-        return [group[0].frames], [0]
-    origin = stored = group[0].source_frames.start  # type: ignore[union-attr]
-    pieces, rows = [], []
-    for clip in group:
-        span = clip.source_frames
-        assert span is not None  # frame_groups joins only clips with source_frames
-        pieces.append(clip.frames[stored - span.start :])  # the frames not stored yet
-        rows.append(span.start - origin)
-        stored = span.stop
-    return pieces, rows
 
 
 # ---------------------------------------------------------------------------- clips -> bytes
@@ -141,12 +164,12 @@ def _check_clip_name(name: str) -> None:
         raise ValueError(f"clip name {name!r} is not a file-safe name (no '/', '\\', NUL)")
 
 
-def _meta_bytes(clip: Clip, owner: str, row: int) -> bytes:
+def _meta_bytes(clip: _GroupClip, owner: str) -> bytes:
     meta = {
         "name": clip.name,
         "object_ids": [int(oid) for oid in clip.object_ids],
-        "shape": list(clip.masks.shape),  # (T, O, H, W) before packing
-        "frames": [owner, row],
+        "shape": list(clip.shape),  # (T, O, H, W) before packing
+        "frames": [owner, clip.row],
     }
     return json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8")
 
@@ -155,17 +178,14 @@ def _meta_bytes(clip: Clip, owner: str, row: int) -> bytes:
 _Members = list[tuple[str, tuple[bytes | memoryview, ...]]]
 
 
-def _group_members(group: Sequence[Clip]) -> _Members:
+def _group_members(group: FrameGroup) -> _Members:
     """The tar members of a frame group: the owner's frames, then each clip's masks, meta."""
-    for clip in group:
+    for clip in group.clips:
         _check_clip_name(clip.name)
-    owner = group[0].name
-    frame_pieces, rows = _group_frames(group)
-    members: _Members = [(f"{owner}/{FRAMES}", _npy_pieces(frame_pieces))]
-    for clip, row in zip(group, rows, strict=True):
-        packed = np.packbits(clip.masks, axis=-1)  # (T, O, H, ceil(W / 8))
-        members.append((f"{clip.name}/{MASKS}", _npy_pieces([packed])))
-        members.append((f"{clip.name}/{META}", (_meta_bytes(clip, owner, row),)))
+    members: _Members = [(f"{group.owner}/{FRAMES}", _npy_pieces(group.pieces))]
+    for clip in group.clips:
+        members.append((f"{clip.name}/{MASKS}", _npy_pieces([clip.packed_masks])))
+        members.append((f"{clip.name}/{META}", (_meta_bytes(clip, group.owner),)))
     return members
 
 
@@ -214,7 +234,7 @@ class Record:
         return sum(map(len, self.pieces))
 
 
-def group_record(group: Sequence[Clip]) -> Record:
+def group_record(group: FrameGroup) -> Record:
     """Per member: header block(s) (pax, utf-8, as tarfile.open(format=PAX_FORMAT,
     encoding="utf-8") writes them), the payload, NUL padding to a whole block."""
     pieces: list[bytes | memoryview] = []
@@ -222,7 +242,7 @@ def group_record(group: Sequence[Clip]) -> Record:
         size = sum(len(piece) for piece in payload)
         pieces += [_member_header(member, size), *payload]
         pieces.append(bytes(-size % tarfile.BLOCKSIZE))
-    return Record(tuple(clip.name for clip in group), tuple(pieces))
+    return Record(tuple(clip.name for clip in group.clips), tuple(pieces))
 
 
 def source_records(clips: Iterable[Clip], max_group_clips: int) -> Iterator[Record]:
@@ -335,7 +355,7 @@ def write_shards(
     already in out_dir is removed first, and shard files beyond the new count at the end.
     Returns one record per shard: file, num_clips, sha256, bytes, clips (names).
     """
-    return _write_records((group_record([clip]) for clip in clips), out_dir, clips_per_shard)
+    return _write_records((group_record(FrameGroup(clip)) for clip in clips), out_dir, clips_per_shard)
 
 
 def write_manifest(
