@@ -523,7 +523,9 @@ def _rewrite_meta(split: Path, clip: str, change: dict) -> None:
     ("change", "problem"),
     [
         ({"frames": ["a__00006", 0]}, r"field 'frames' \[.*\] names no frames"),  # not an owner
-        ({"frames": ["a__00000", 7]}, r"rows 7\.\.11 of 10 frames"),
+        ({"frames": ["a__00000", 7]}, r"rows 7\.\.11 of a__00000's 10 frames"),
+        ({"frames": "a__00000"}, r"field 'frames' 'a__00000' is not \[owner clip, first row\]"),
+        ({"object_ids": [1]}, r"field 'object_ids' \[1\] is not 2 integers"),
         ({"shape": [4, 2, 6, 8]}, r"field 'shape' \[.*\] does not match its frames"),
         ({"name": "b"}, "not this clip's meta"),
     ],

@@ -355,7 +355,9 @@ def write_shards(
     already in out_dir is removed first, and shard files beyond the new count at the end.
     Returns one record per shard: file, num_clips, sha256, bytes, clips (names).
     """
-    return _write_records((group_record(FrameGroup(clip)) for clip in clips), out_dir, clips_per_shard)
+    return _write_records(
+        (group_record(FrameGroup(clip)) for clip in clips), out_dir, clips_per_shard
+    )
 
 
 def write_manifest(
@@ -622,23 +624,31 @@ def _read_frames_header(file: io.BufferedReader, info: tarfile.TarInfo) -> tuple
     return (data_at, *shape[:3])
 
 
+def _ints(value: Any, length: int) -> bool:
+    return isinstance(value, list) and len(value) == length and all(type(v) is int for v in value)
+
+
 def _clip_entry(
-    meta: Any, clip: str, frames: Mapping[str, tuple[int, ...]]
-) -> tuple[int, tuple[int, int, int, int]]:
-    """(frames offset, shape (T, O, H, W)) of a clip from its meta, checked against
-    its owner's frames (`frames`: owner -> _read_frames_header)."""
-    if not isinstance(meta, dict) or meta.get("name") != clip:
-        raise ValueError(f"{clip}/{META}: not this clip's meta")
-    owner, row = meta.get("frames") or (None, None)
-    shape = meta.get("shape")
-    if owner not in frames or type(row) is not int or row < 0:
-        raise ValueError(f"{clip}/{META}: field 'frames' {meta.get('frames')!r} names no frames")
-    data_at, count, height, width = frames[owner]
-    if not (isinstance(shape, list) and len(shape) == 4 and shape[2:] == [height, width]):
-        raise ValueError(f"{clip}/{META}: field 'shape' {shape!r} does not match its frames")
+    meta: dict[str, Any], frames: Mapping[str, tuple[int, ...]], shard: int, masks: tarfile.TarInfo
+) -> _ClipEntry:
+    """A clip's entry from its meta, checked against its owner's frames (`frames`: owner
+    -> _read_frames_header); ValueError names the field."""
+    ref, shape, ids = meta.get("frames"), meta.get("shape"), meta.get("object_ids")
+    if not (isinstance(ref, list) and len(ref) == 2 and isinstance(ref[0], str)):
+        raise ValueError(f"field 'frames' {ref!r} is not [owner clip, first row]")
+    (owner, row), known = ref, frames.get(ref[0])
+    if known is None or type(row) is not int or row < 0:
+        raise ValueError(f"field 'frames' {ref!r} names no frames")
+    data_at, count, height, width = known
+    if not (_ints(shape, 4) and min(shape) >= 0 and shape[2:] == [height, width]):
+        raise ValueError(f"field 'shape' {shape!r} does not match its frames")
     if row + shape[0] > count:
-        raise ValueError(f"{clip}/{META}: rows {row}..{row + shape[0]} of {count} frames")
-    return data_at + row * height * width * 3, tuple(shape)
+        raise ValueError(f"rows {row}..{row + shape[0]} of {owner}'s {count} frames")
+    if not _ints(ids, shape[1]):
+        raise ValueError(f"field 'object_ids' {ids!r} is not {shape[1]} integers")
+    frames_at = data_at + row * height * width * 3
+    entry = (tuple(ids), tuple(shape), shard, frames_at, masks.offset_data, masks.size)
+    return _ClipEntry(meta["name"], *entry)
 
 
 def _index_shard(path: Path, record: Mapping[str, Any], shard: int) -> list[_ClipEntry]:
@@ -650,21 +660,24 @@ def _index_shard(path: Path, record: Mapping[str, Any], shard: int) -> list[_Cli
         raise ValueError(f"{mismatch} (missing or wrong size): re-run the shard stage")
     entries = []
     with open(path, "rb") as file, tarfile.open(fileobj=file, mode="r:") as tar:
-        infos = {info.name: info for info in tar.getmembers()}  # headers only
-        if list(infos) != _expected_members(record["clips"], list(infos)):
+        names = [info.name for info in tar.getmembers()]  # headers only
+        if names != _expected_members(record["clips"], names):  # also: no name twice
             raise ValueError(f"{mismatch} (its clips differ): re-run the shard stage")
+        infos = {info.name: info for info in tar.getmembers()}
         try:
             frames = {n[: -len(FRAMES) - 1]: _read_frames_header(file, i)
                       for n, i in infos.items() if n.endswith(f"/{FRAMES}")}  # fmt: skip
-            for clip in record["clips"]:
-                masks = infos[f"{clip}/{MASKS}"]
-                meta = json.loads(tar.extractfile(infos[f"{clip}/{META}"]).read())  # type: ignore[union-attr]
-                frames_at, shape = _clip_entry(meta, clip, frames)
-                object_ids = tuple(int(oid) for oid in meta["object_ids"])
-                entries.append(_ClipEntry(clip, object_ids, shape, shard, frames_at,
-                                          masks.offset_data, masks.size))  # fmt: skip
-        except (ValueError, KeyError, TypeError) as err:
+        except ValueError as err:
             raise ValueError(f"{path}: {err}: re-run the shard stage") from None
+        for clip in record["clips"]:
+            member = f"{clip}/{META}"
+            try:
+                meta = json.loads(tar.extractfile(infos[member]).read())  # type: ignore[union-attr]
+                if not isinstance(meta, dict) or meta.get("name") != clip:
+                    raise ValueError("not this clip's meta")
+                entries.append(_clip_entry(meta, frames, shard, infos[f"{clip}/{MASKS}"]))
+            except ValueError as err:  # json.JSONDecodeError is one
+                raise ValueError(f"{path}: {member}: {err}: re-run the shard stage") from None
     return entries
 
 
