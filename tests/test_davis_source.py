@@ -203,3 +203,27 @@ def test_parallel_shards_are_byte_identical(tmp_path) -> None:
     assert shards.ShardReader(tmp_path / "w1").names == [
         "bear__00000", "bear__00002", "bear__00004", "cat__00000",
     ]  # fmt: skip
+
+
+def test_overlapping_windows_share_frames_in_the_shard(tmp_path) -> None:
+    """Windows of 3 frames every frame: each frame of a video stored once, and the clips read
+    back exactly as davis_video_clips yields them."""
+    videos = davis_source.load_davis_videos(_write_root(tmp_path / "raw"))
+    clip_fn = functools.partial(davis_source.davis_video_clips, clip_length=3, stride=1,
+                                max_objects=5, min_area=0, image_size_max_side=None)  # fmt: skip
+    manifest = shards.build_split(videos, clip_fn, tmp_path / "split", seed=0, workers=1,
+                                  clips_per_shard=8, params={})  # fmt: skip
+    expected = [c for i, v in enumerate(videos) for c in clip_fn(v, rng=shards.source_rng(0, i))]
+    reader = shards.ShardReader(tmp_path / "split")
+    assert reader.names == [c.name for c in expected]
+    for k, clip in enumerate(expected):
+        got = reader[k]
+        np.testing.assert_array_equal(got.frames, clip.frames)
+        np.testing.assert_array_equal(got.masks, clip.masks)
+        assert got.object_ids == clip.object_ids
+    frame_bytes = expected[0].frames[0].nbytes
+    stored = sum(v.num_frames for v in videos if v.num_frames >= 3) * frame_bytes
+    ungrouped = shards.write_shards(expected, tmp_path / "ungrouped", clips_per_shard=8)
+    saved = sum(r["bytes"] for r in ungrouped) - manifest["total_bytes"]
+    repeated = 3 * len(expected) * frame_bytes - stored  # frames ungrouped shards repeat
+    assert repeated > 0 and saved >= repeated - 512 * len(expected)  # tar padding per member
