@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +52,24 @@ class Clip:
     @property
     def num_objects(self) -> int:
         return self.masks.shape[1]
+
+
+def window_clip(
+    source: str,
+    start: int,
+    rgb: np.ndarray,
+    frame_masks: Sequence[Mapping[int, np.ndarray]],
+    object_ids: Sequence[int],
+) -> Clip:
+    """The clip of a sliding window over `source` from its frame `start`: named
+    "<source>__<start:05d>", with source_frames. rgb: (T, h, w, 3); frame_masks: per frame,
+    object id -> (h, w) bool mask; an object missing there gets an empty mask."""
+    t, height, width = rgb.shape[:3]
+    empty = np.zeros((height, width), dtype=bool)
+    masks = np.stack([masks.get(oid, empty) for masks in frame_masks for oid in object_ids])
+    masks = masks.reshape(t, len(object_ids), height, width)  # (T, O, h, w)
+    span = range(start, start + t)
+    return Clip(f"{source}__{start:05d}", rgb, masks, tuple(object_ids), span)
 
 
 def window_starts(num_frames: int, clip_length: int, stride: int) -> list[int]:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from sam2_video.data.clips import Clip, objects_on_first_frame, window_starts
+from sam2_video.data.clips import Clip, objects_on_first_frame, window_clip, window_starts
 from sam2_video.data.rle import (
     bulk_segmentation_runs,
     is_int,
@@ -497,12 +497,8 @@ def _stack_clip(
                 f"from {shape[:2]} of {video.frame_paths[start]} in video {video.name!r}: "
                 "frames of a video must share one size"
             )
-    empty = np.zeros(shape[:2], dtype=bool)
-    masks = np.stack([f.masks.get(oid, empty) for f in frames for oid in object_ids])
-    masks = masks.reshape(len(frames), len(object_ids), *shape[:2])  # (T, O, h, w)
     rgb = np.stack([f.rgb for f in frames]) if rgb is None else rgb  # (T, h, w, 3)
-    span = range(start, start + len(frames))
-    return Clip(f"{video.name}__{start:05d}", rgb, masks, tuple(object_ids), span)
+    return window_clip(video.name, start, rgb, [f.masks for f in frames], object_ids)
 
 
 def video_clips(

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sam2_video.data.clips import Clip, window_starts
+from sam2_video.data.clips import Clip, window_clip, window_starts
 from sam2_video.data.coco import (
     SKIP_NO_OBJECT,
     SKIP_SHORT_VIDEO,
@@ -172,17 +172,6 @@ def _load_frame(video: DavisVideo, index: int, size: tuple[int, int]) -> _Loaded
     )
 
 
-def _stack_clip(
-    video: DavisVideo, start: int, frames: list[_LoadedFrame], object_ids: list[int]
-) -> Clip:
-    empty = np.zeros(frames[0].rgb.shape[:2], dtype=bool)
-    masks = np.stack([f.masks.get(oid, empty) for f in frames for oid in object_ids])
-    masks = masks.reshape(len(frames), len(object_ids), *empty.shape)  # (T, O, h, w)
-    rgb = np.stack([f.rgb for f in frames])  # (T, h, w, 3)
-    span = range(start, start + len(frames))
-    return Clip(f"{video.name}__{start:05d}", rgb, masks, tuple(object_ids), span)
-
-
 def davis_video_clips(
     video: DavisVideo,
     clip_length: int,
@@ -222,4 +211,5 @@ def davis_video_clips(
                 on_skip(SKIP_NO_OBJECT)
             continue
         frames = [loaded[start + t] for t in range(clip_length)]
-        yield _stack_clip(video, start, frames, object_ids)
+        rgb = np.stack([f.rgb for f in frames])  # (T, h, w, 3)
+        yield window_clip(video.name, start, rgb, [f.masks for f in frames], object_ids)

@@ -32,7 +32,7 @@ import os
 import re
 import tarfile
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,14 +88,13 @@ class FrameGroup:
         self.pieces: list[np.ndarray] = [clip.frames]
         self.clips: list[_GroupClip] = []
         self.held = clip.frames.nbytes
-        self._add(clip, row=0)
+        self._add(clip, np.packbits(clip.masks, axis=-1), row=0)
 
     @property
     def owner(self) -> str:
         return self.clips[0].name
 
-    def _add(self, clip: Clip, row: int) -> None:
-        packed = np.packbits(clip.masks, axis=-1)
+    def _add(self, clip: Clip, packed: np.ndarray, row: int) -> None:
         self.held += packed.nbytes
         self.clips.append(_GroupClip(clip.name, clip.object_ids, clip.masks.shape, packed, row))
 
@@ -110,13 +109,13 @@ class FrameGroup:
         if not stored.start <= span.start < stored.stop <= span.stop:
             return False
         tail = clip.frames[stored.stop - span.start :]  # the frames not stored yet
-        packed = math.prod(clip.masks.shape[:-1]) * -(-clip.masks.shape[-1] // 8)
-        if self.held + tail.nbytes + packed > GROUP_BYTES:
-            return False
+        packed = np.packbits(clip.masks, axis=-1)  # (T, O, H, ceil(W / 8))
+        if self.held + tail.nbytes + packed.nbytes > GROUP_BYTES:
+            return False  # (a group's last clip: packed once more as the next one's first)
         # a view of a clip's own array would keep all its frames alive: copy the new ones
         self.pieces.append(tail if clip.frames.base is not None else tail.copy())
         self.held += tail.nbytes
-        self._add(clip, row=span.start - stored.start)
+        self._add(clip, packed, row=span.start - stored.start)
         self.span = range(stored.start, span.stop)
         return True
 
@@ -598,9 +597,14 @@ class _ClipEntry:
     masks_size: int
 
 
-def _expected_members(clips: Sequence[str], names: Sequence[str]) -> list[str]:
+def _owned_frames(infos: Mapping[str, tarfile.TarInfo]) -> dict[str, tarfile.TarInfo]:
+    """owner clip -> its frames.npy member, of a shard's members by name."""
+    suffix = f"/{FRAMES}"
+    return {name[: -len(suffix)]: info for name, info in infos.items() if name.endswith(suffix)}
+
+
+def _expected_members(clips: Sequence[str], owners: Container[str]) -> list[str]:
     """The member names a shard of `clips` has, given which of them own frames."""
-    owners = {name[: -len(FRAMES) - 1] for name in names if name.endswith(f"/{FRAMES}")}
     return [
         f"{clip}/{member}"
         for clip in clips
@@ -660,13 +664,14 @@ def _index_shard(path: Path, record: Mapping[str, Any], shard: int) -> list[_Cli
         raise ValueError(f"{mismatch} (missing or wrong size): re-run the shard stage")
     entries = []
     with open(path, "rb") as file, tarfile.open(fileobj=file, mode="r:") as tar:
-        names = [info.name for info in tar.getmembers()]  # headers only
-        if names != _expected_members(record["clips"], names):  # also: no name twice
+        members = tar.getmembers()  # headers only
+        infos = {info.name: info for info in members}
+        owned = _owned_frames(infos)
+        names = [info.name for info in members]
+        if names != _expected_members(record["clips"], owned):  # also: no name twice
             raise ValueError(f"{mismatch} (its clips differ): re-run the shard stage")
-        infos = {info.name: info for info in tar.getmembers()}
         try:
-            frames = {n[: -len(FRAMES) - 1]: _read_frames_header(file, i)
-                      for n, i in infos.items() if n.endswith(f"/{FRAMES}")}  # fmt: skip
+            frames = {owner: _read_frames_header(file, info) for owner, info in owned.items()}
         except ValueError as err:
             raise ValueError(f"{path}: {err}: re-run the shard stage") from None
         for clip in record["clips"]:
