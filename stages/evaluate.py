@@ -12,6 +12,7 @@ from sam2_video.data.davis import write_davis_clip
 from sam2_video.data.shards import ShardReader
 from sam2_video.evaluate import run
 from sam2_video.files import atomic_path, write_json_atomic
+from sam2_video.model import build
 from sam2_video.params import load_params
 
 SHARDS, MODEL, RAW = Path("data/shards/val"), Path("data/model"), Path("data/raw")
@@ -23,9 +24,9 @@ def main() -> None:
     reader = ShardReader(SHARDS)
     count = len(reader) if p.max_clips == 0 else min(p.max_clips, len(reader))
     clips = [reader[i] for i in range(count)]
-    config = MODEL / "sam2_model.yaml"
-    base, image_size = run.load_model(config, RAW / "base_checkpoint.pt")
-    tuned, _ = run.load_model(config, MODEL / "sam2_finetuned.pt")
+    config, device = MODEL / "sam2_model.yaml", build.pick_device(p.device)
+    base, image_size = run.load_model(config, RAW / "base_checkpoint.pt", device)
+    tuned, _ = run.load_model(config, MODEL / "sam2_finetuned.pt", device)
     shown = p.prompts[0]
     with atomic_path(PREDICTIONS) as tmp:
 
@@ -33,14 +34,15 @@ def main() -> None:
             if prompt == shown:
                 write_davis_clip(tmp / model, clip.name, clip.frames, masks, clip.object_ids)
 
-        scores = run.score_models({"base": base, "finetuned": tuned}, clips, p.prompts,
-                                  image_size, save)  # fmt: skip
+        scores = run.score_models({"base": base, "finetuned": tuned}, clips, p, image_size,
+                                  device, save)  # fmt: skip
     headline = run.headline_metrics(scores, p.prompts)
     write_json_atomic(METRICS / "eval.json", headline)
     rows = run.per_clip_rows(scores, [c.name for c in clips], shown)
     write_json_atomic(METRICS / "per_clip.json", rows)
-    print(f"evaluate: {len(clips)} clips; jf {headline['jf']:.3f} (base {headline['jf_base']:.3f},"
-          f" gain {headline['jf_gain']:+.3f})")  # fmt: skip
+    jf, base, gain = headline["jf"], headline["jf_base"], headline["jf_gain"]
+    print(f"evaluate: {len(clips)} clips on {device}, means over objects: jf {jf:.3f} "
+          f"(base {base:.3f}, gain {gain:+.3f})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -56,12 +56,6 @@ def code_digest() -> str:
     return source_digest(Path(sam2_video.__file__).parent, extra_files=(Path(__file__),))
 
 
-def pick_device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
 def relaunch_under_torchrun(nproc: int) -> None:
     """Replace this process by torchrun running this script on `nproc` processes."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -75,7 +69,7 @@ def main() -> None:
         relaunch_under_torchrun(p.train.nproc_per_node)
     world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = pick_device(p.train.device, local_rank)
+    device = build.pick_device(p.train.device, local_rank)
     if world > 1:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0

@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 
 from sam2_video.evaluate.metrics import (
+    SUMMARY_KEYS,
     boundary_f,
     boundary_tolerance,
     dice,
     dilate_disk,
+    object_statistics,
     region_j,
     score_clip,
     scored_frame_indices,
@@ -189,10 +191,15 @@ def make_clip() -> tuple[np.ndarray, np.ndarray]:
 def test_score_clip_excludes_first_and_last_frame() -> None:
     gt, pred = make_clip()
     scores = score_clip(gt, pred)
-    assert set(scores) == {"j", "f", "jf", "dice"}
-    for key in scores:
+    assert set(scores) == set(SUMMARY_KEYS)
+    for key in ("j", "f", "jf", "dice"):
         assert scores[key].shape == (2,)
         np.testing.assert_allclose(scores[key], [1.0, 2 / 3])
+    # scored frames 1..3; object 1 misses frame 2, J 1, 0, 1: recall 2/3; decay bounds
+    # round(linspace(1, 3, 5)) - 1 = 0, 1, 1, 2, 2 (1.5 and 2.5 round up): first bin J 1, 0,
+    # last bin J 1 -> 0.5 - 1
+    np.testing.assert_allclose(scores["j_recall"], [1.0, 2 / 3])
+    np.testing.assert_allclose(scores["j_decay"], [0.0, -0.5])
 
 
 def test_score_clip_all_frames_sees_the_garbage() -> None:
@@ -228,15 +235,56 @@ def test_score_clip_rejects_mismatched_shapes() -> None:
         score_clip(np.zeros((3, 1, 4, 4), bool), np.zeros((3, 2, 4, 4), bool))
 
 
-def test_summarize_averages_objects_within_a_clip_then_clips() -> None:
-    ones, zeros = np.ones(1), np.zeros(1)
-    clip_a = {"j": np.array([1.0, 0.0]), "f": np.array([1.0, 0.5]), "dice": np.array([1.0, 0.0])}
-    clip_a["jf"] = (clip_a["j"] + clip_a["f"]) / 2
-    clip_b = {"j": ones, "f": zeros, "jf": ones / 2, "dice": ones}
-    no_objects = {key: np.zeros(0) for key in ("j", "f", "jf", "dice")}
+def _clip_scores(j: list[float], f: list[float], dice: list[float]) -> dict[str, np.ndarray]:
+    scores = {"j": np.array(j), "f": np.array(f), "dice": np.array(dice)}
+    scores["jf"] = (scores["j"] + scores["f"]) / 2
+    for key in ("j_recall", "j_decay", "f_recall", "f_decay"):
+        scores[key] = np.zeros(len(j))
+    return scores
+
+
+def test_summarize_averages_all_objects_of_all_clips() -> None:
+    """DAVIS-2017's J-Mean: a clip with two objects weighs twice a clip with one."""
+    clip_a = _clip_scores(j=[1.0, 0.0], f=[1.0, 0.5], dice=[1.0, 0.0])
+    clip_b = _clip_scores(j=[1.0], f=[0.0], dice=[1.0])
+    no_objects = {key: np.zeros(0) for key in SUMMARY_KEYS}
     summary = summarize([clip_a, clip_b, no_objects])
-    # clip means: a -> J 0.5, F 0.75, J&F 0.625, Dice 0.5; b -> 1, 0, 0.5, 1.
-    # Pooling the three objects instead would give J 2/3: the order of averaging matters.
-    assert summary == pytest.approx({"j": 0.75, "f": 0.375, "jf": 0.5625, "dice": 0.75})
+    # three objects: J (1 + 0 + 1) / 3, F (1 + 0.5 + 0) / 3, Dice (1 + 0 + 1) / 3.
+    # The mean of the clip means would give J 0.75, F 0.375: the order of averaging matters.
+    expected = {"j": 2 / 3, "f": 0.5, "jf": 7 / 12, "dice": 2 / 3}
+    assert {k: summary[k] for k in expected} == pytest.approx(expected)
     with pytest.raises(ValueError, match="no clip"):
         summarize([no_objects])
+
+
+def test_summarize_recall_and_decay_over_objects_of_unequal_videos() -> None:
+    """Two videos, one object and three objects, of unequal length, scored end to end."""
+    one = np.zeros((6, 1, 8, 8), dtype=bool)
+    one[:, 0, 2:6, 2:6] = True
+    pred_one = one.copy()
+    pred_one[4] = False  # scored frames 1..4: J 1, 1, 1, 0
+    three = np.zeros((4, 3, 8, 8), dtype=bool)
+    three[:, 0, :2, :2] = three[:, 1, 4:, 4:] = three[:, 2, 5:, :3] = True
+    pred_three = three.copy()
+    pred_three[1, 1] = False  # scored frames 1..2; object 1: J 0, 1; objects 0 and 2: 1, 1
+    summary = summarize([score_clip(one, pred_one), score_clip(three, pred_three)])
+    # per-object J means 0.75 | 1, 0.5, 1 -> 3.25 / 4; recall (> 0.5) 0.75 | 1, 0.5, 1
+    assert summary["j"] == pytest.approx(3.25 / 4)
+    assert summary["j_recall"] == pytest.approx(3.25 / 4)
+    # decay, 4 frames [1,1,1,0]: bounds round(linspace(1,4,5)) - 1 = 0,1,2,2,3 (2.5 rounds
+    # up), first bin frames 0..1 = 1, last bin frames 2..3 = 0.5 -> 0.5. Two frames [0, 1]:
+    # bounds 0,0,1,1,1 -> first bin frame 0, last bin frame 1 -> 0 - 1 = -1; [1, 1] -> 0.
+    assert summary["j_decay"] == pytest.approx((0.5 + 0 - 1 + 0) / 4)
+
+
+def test_object_statistics_follow_the_toolkit_definitions() -> None:
+    values = np.array([0.9, 0.8, 0.6, 0.4, 0.3, 0.2, 0.1, 0.0])
+    mean, recall, decay = object_statistics(values)
+    assert mean == pytest.approx(values.mean())
+    assert recall == pytest.approx(3 / 8)  # 0.9, 0.8, 0.6 are above 0.5
+    # 8 frames: bounds round(linspace(1, 8, 5)) - 1 = 0, 2, 4, 5, 7 (2.75->3, 4.5->5, 6.25->6)
+    # first bin frames 0..2, last bin frames 5..7
+    assert decay == pytest.approx(np.mean([0.9, 0.8, 0.6]) - np.mean([0.2, 0.1, 0.0]))
+    assert object_statistics(np.array([0.7])) == pytest.approx((0.7, 1.0, 0.0))
+    with pytest.raises(ValueError, match="non-empty"):
+        object_statistics(np.zeros(0))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ from PIL import Image
 
 from sam2_video.data import synthetic
 from sam2_video.evaluate import metrics
-from sam2_video.evaluate.predict import predict_masks
+from sam2_video.evaluate.predict import non_overlapping_masks, object_prompts, predict_masks
 from sam2_video.model import build, prompts
 
 
@@ -31,7 +33,10 @@ def models():
     cfg = build.load_model_config("tiny")
     ours = build.build_model(cfg)
     build.load_checkpoint(ours, build.tiny_base_weights_path())
-    theirs = build.build_model(cfg, target=build.VIDEO_PREDICTOR_TARGET)
+    # as tools/vos_inference.py builds it for DAVIS-format output (one object a pixel)
+    predictor_cfg = copy.deepcopy(cfg)
+    predictor_cfg.model.non_overlap_masks = True
+    theirs = build.build_model(predictor_cfg, target=build.VIDEO_PREDICTOR_TARGET)
     build.load_checkpoint(theirs, build.tiny_base_weights_path())
     return ours.eval(), theirs.eval()
 
@@ -56,14 +61,83 @@ def _sam2_predictor_masks(predictor, folder, first: np.ndarray, prompt: str) -> 
     return np.stack([out[t] for t in sorted(out)])
 
 
-@pytest.mark.parametrize("prompt", ["mask", "points", "box"])
-def test_j_matches_sam2_video_predictor(clip, models, prompt):
+# Box prompts are left out: the shipped base gives every object of this clip nearly the same
+# logits after a box prompt (max 6.62 each, differing by ~0.3 between the predictor's
+# per-object loop and our batch), so the non-overlap rule's argmax is a coin toss there.
+@pytest.mark.parametrize(("prompt", "tolerance"), [("mask", 0.01), ("points", 0.01)])
+def test_per_object_j_matches_sam2_video_predictor(clip, models, prompt, tolerance):
     folder, frames, gt = clip
     ours_model, predictor = models
-    ours = predict_masks(ours_model, frames, gt[0], prompt, image_size=128)
+    ours = predict_masks(ours_model, frames, object_prompts(gt), prompt, image_size=128)
     with torch.inference_mode():
         theirs = _sam2_predictor_masks(predictor, folder, gt[0], prompt)
-    j_ours = metrics.score_clip(gt, ours)["j"].mean()
-    j_theirs = metrics.score_clip(gt, theirs)["j"].mean()
-    print(prompt, j_ours, j_theirs)
-    assert abs(j_ours - j_theirs) <= 0.02, (j_ours, j_theirs)
+    assert not (ours.sum(axis=1) > 1).any(), "one object a pixel, as DAVIS output"
+    j_ours = metrics.score_clip(gt, ours)["j"]
+    j_theirs = metrics.score_clip(gt, theirs)["j"]
+    np.testing.assert_allclose(j_ours, j_theirs, atol=tolerance)
+
+
+def test_non_overlapping_masks_follow_sam2s_rule():
+    """Same as SAM2's own `_apply_non_overlapping_constraints` on the upsampled logits, then
+    logit > 0 (what vos_inference writes with non_overlap_masks=true)."""
+    from sam2.modeling.sam2_base import SAM2Base
+
+    low_res = torch.randn((3, 4, 8, 8), generator=torch.Generator().manual_seed(0)) * 3
+    ours = non_overlapping_masks(low_res, 20, 28)
+    for t in range(3):
+        up = torch.nn.functional.interpolate(low_res[t][:, None], (20, 28), mode="bilinear")
+        theirs = SAM2Base._apply_non_overlapping_constraints(None, up)[:, 0] > 0
+        np.testing.assert_array_equal(ours[t], theirs.numpy())
+    assert (ours.sum(axis=1) <= 1).all()
+    assert ours.any(axis=(0, 2, 3)).all()  # every object keeps some pixels: the test bites
+
+
+def test_object_prompts_start_where_the_object_first_shows():
+    masks = np.zeros((5, 3, 6, 6), dtype=bool)
+    masks[:, 0, 1:3, 1:3] = True  # on frame 0
+    masks[3:, 1, 4:, 4:] = True  # appears on frame 3
+    starts = [s for s, _ in object_prompts(masks)]
+    assert starts == [0, -1, -1]
+    later = object_prompts(masks, track_later_objects=True)
+    assert [s for s, _ in later] == [0, 3, -1]
+    np.testing.assert_array_equal(later[1][1], masks[3, 1])
+
+
+def test_track_later_objects_equals_the_predictor_tracking_that_object_from_its_frame(clip, models):
+    """vos_inference's --track_object_appearing_later_in_video: an object absent on frame 0
+    is prompted on the first frame showing it and tracked from there, as the predictor
+    does for that object alone (`vos_separate_inference_per_object`)."""
+    folder, frames, gt = clip
+    ours_model, predictor = models
+    late = gt.copy()
+    late[:2, -1] = False  # the last object "appears" on frame 2
+    default = predict_masks(ours_model, frames, object_prompts(late), "mask", 128)
+    assert not default[:, -1].any(), "without the option, a later object is never tracked"
+    tracked = predict_masks(ours_model, frames, object_prompts(late, True), "mask", 128)
+    assert not tracked[:2, -1].any() and tracked[2:, -1].any()
+    with torch.inference_mode():
+        state = predictor.init_state(video_path=str(folder))
+        predictor.add_new_mask(state, frame_idx=2, obj_id=1, mask=late[2, -1])
+        alone = {t: (m[0, 0] > 0).numpy() for t, _, m in predictor.propagate_in_video(state)}
+    # tracked alone (one object: no overlap rule), it is what the predictor tracks alone
+    alone_ours = predict_masks(ours_model, frames, object_prompts(late, True)[-1:], "mask", 128)
+    theirs = np.stack([alone[t] for t in range(2, len(frames))])
+    assert metrics.score_clip(theirs[:, None], alone_ours[2:], False)["j"][0] >= 0.99
+    assert not alone_ours[:2].any()
+    # with the others, the overlap rule only takes pixels away
+    assert not (tracked[:, -1] & ~alone_ours[:, 0]).any()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_predict_on_cuda_with_bf16_matches_cpu(clip, models):
+    """evaluate.device auto on a GPU: bf16 autocast, as vos_inference runs; per-object J
+    within bf16 noise of the CPU's float32 result."""
+    _, frames, gt = clip
+    ours_model, _ = models
+    cpu = predict_masks(ours_model, frames, object_prompts(gt), "mask", 128)
+    gpu = predict_masks(ours_model.cuda(), frames, object_prompts(gt), "mask", 128, "cuda")
+    ours_model.cpu()
+    np.testing.assert_allclose(
+        metrics.score_clip(gt, gpu)["j"], metrics.score_clip(gt, cpu)["j"], atol=0.03
+    )

@@ -1,20 +1,56 @@
 import numpy as np
+import pytest
 
-from sam2_video.data.davis import read_davis_annotations, write_davis_clip
 from sam2_video.evaluate import metrics, run
 
 
-def test_scored_predictions_equal_what_the_written_pngs_hold(tmp_path):
-    t, h, w = 4, 16, 16
-    pred = np.zeros((t, 2, h, w), bool)
-    pred[:, 0, 2:10, 2:10] = True
-    pred[:, 1, 6:14, 6:14] = True  # overlaps object 0: the PNG keeps object 1 there
-    flat = run.as_index_maps(pred)
-    assert not (flat[:, 0] & flat[:, 1]).any()
-    assert flat[:, 1].sum() == pred[:, 1].sum() and flat[:, 0].sum() < pred[:, 0].sum()
-    write_davis_clip(tmp_path, "c", np.zeros((t, h, w, 3), np.uint8), pred, (1, 2))
-    back, indices, _ = read_davis_annotations(tmp_path / "Annotations" / "c")
-    assert indices == [1, 2]
-    gt = np.roll(pred, 1, axis=-1)
-    for key, value in metrics.score_clip(gt, flat).items():
-        np.testing.assert_array_equal(value, metrics.score_clip(gt, back)[key])
+def _clip(j: list[float], f: list[float]) -> dict[str, np.ndarray]:
+    scores = {"j": np.array(j), "f": np.array(f), "dice": np.array(j)}
+    scores["jf"] = (scores["j"] + scores["f"]) / 2
+    for key in metrics.STATISTIC_KEYS:
+        scores[key] = np.full(len(j), 0.5)
+    return scores
+
+
+def test_headline_metrics_average_all_objects_per_prompt():
+    """Clips of 1 and 3 objects: the means weigh objects, not clips (DAVIS-2017)."""
+    scores = {
+        "finetuned": {
+            "mask": [_clip([1.0], [1.0]), _clip([0.0, 0.0, 0.0], [0.0, 0.0, 0.0])],
+            "box": [_clip([0.5], [0.5]), _clip([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])],
+        },
+        "base": {
+            "mask": [_clip([0.0], [0.0]), _clip([0.0, 0.0, 0.0], [0.0, 0.0, 0.0])],
+            "box": [_clip([0.0], [1.0]), _clip([0.0, 0.0, 0.0], [1.0, 1.0, 1.0])],
+        },
+    }
+    out = run.headline_metrics(scores, ("mask", "box"))
+    assert out["jf"] == out["jf_mask"] == 0.25  # one object of four is right (mean of clips: 0.5)
+    assert out["jf_base"] == 0.0 and out["jf_gain"] == 0.25
+    assert out["jf_box"] == 0.5 and out["jf_base_box"] == 0.5 and out["jf_gain_box"] == 0.0
+    assert out["j_recall"] == out["f_decay_base"] == 0.5  # the toolkit's columns, first prompt
+    assert list(out) == sorted(out)
+
+
+def test_per_clip_rows_are_means_over_the_clips_objects():
+    scores = {m: {"mask": [_clip([1.0, 0.0], [1.0, 0.0])]} for m in ("base", "finetuned")}
+    assert run.per_clip_rows(scores, ["c"], "mask") == [{"clip": "c", "jf_base": 0.5, "jf": 0.5}]
+
+
+def test_score_models_scores_non_overlapping_predictions(tiny_model):
+    """What evaluate scores is what the DAVIS PNGs can hold: one object a pixel."""
+    from conftest import square_masks
+
+    from sam2_video.data.clips import Clip
+    from sam2_video.params import EvaluateParams
+
+    masks = square_masks(4, 2).numpy()
+    masks[:, 1] = masks[:, 0]  # two objects on the same pixels
+    frames = np.zeros((4, 128, 128, 3), np.uint8)
+    clip = Clip("c", frames, masks, (1, 2))
+    seen = []
+    p = EvaluateParams(prompts=("mask",))
+    run.score_models({"m": tiny_model}, [clip], p, 128, on_prediction=lambda *a: seen.append(a))
+    pred = seen[0][3]
+    assert pred.shape == masks.shape and not (pred[:, 0] & pred[:, 1]).any()
+    assert pred[0, 0].sum() == pytest.approx(masks[0, 0].sum(), rel=0.1)  # frame 0: the prompt

@@ -38,12 +38,16 @@ def _add_score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("gt_dir", type=Path, help="ground truth: GT_DIR/<video>/<frame>.png")
     parser.add_argument("pred_dir", type=Path, help="predictions: PRED_DIR/<video>/<frame>.png")
     parser.add_argument("--json", type=Path, dest="json_out", help="also write the scores here")
+    parser.add_argument("--csv", type=Path, dest="csv_dir",
+                        help="also write the DAVIS toolkit's global_results.csv and "
+                        "per-sequence_results.csv into this folder")  # fmt: skip
 
 
 def format_score_table(result: dict[str, Any]) -> str:
-    """Plain-text table: one row per video, then the mean row."""
+    """Plain-text table: one row per video (the mean of its objects), then the mean over all
+    objects of all videos."""
     rows = [(name, entry) for name, entry in result["per_video"].items()]
-    rows.append(("mean", result["mean"]))
+    rows.append(("all objects", result["mean"]))
     width = max(len("video"), *(len(name) for name, _ in rows))
     lines = [f"{'video':<{width}}  {'J':>6}  {'F':>6}  {'J&F':>6}  {'Dice':>6}"]
     for name, scores in rows:
@@ -56,17 +60,24 @@ def format_score_table(result: dict[str, Any]) -> str:
 
 
 def _run_score(args: argparse.Namespace) -> int:
-    from sam2_video.evaluate.score import score_davis_folders
+    from sam2_video.evaluate.score import score_davis_folders, write_davis_csv
     from sam2_video.files import write_json_atomic
 
     result = score_davis_folders(args.gt_dir, args.pred_dir, progress=True)
+    for warning in result["warnings"]:
+        print(f"{PROG} score: warning: {warning}", file=sys.stderr)
     print(format_score_table(result))
     if args.json_out is not None:
         write_json_atomic(args.json_out, result)
-    mean = result["mean"]
+    if args.csv_dir is not None:
+        write_davis_csv(result, args.csv_dir)
+    m = result["mean"]
+    objects = sum(len(entry["per_object"]) for entry in result["per_video"].values())
     print(
-        f"scored {len(result['per_video'])} video(s): J&F {mean['jf']:.3f} "
-        f"(J {mean['j']:.3f}, F {mean['f']:.3f}, Dice {mean['dice']:.3f})"
+        f"scored {len(result['per_video'])} video(s), {objects} object(s), means over objects: "
+        f"J&F {m['jf']:.3f} (J {m['j']:.3f}, F {m['f']:.3f}, Dice {m['dice']:.3f}; "
+        f"J-Recall {m['j_recall']:.3f}, J-Decay {m['j_decay']:.3f}, "
+        f"F-Recall {m['f_recall']:.3f}, F-Decay {m['f_decay']:.3f})"
     )
     return 0
 
@@ -140,6 +151,9 @@ def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
         help="palette PNG of the first frame (object id = palette index)",
     )
     parser.add_argument("--prompt", choices=("mask", "points", "box"), default="mask")
+    parser.add_argument("--device", default="auto",
+                        help="auto (the GPU with bf16 autocast when present, else the CPU), "
+                        "cpu, cuda or cuda:N")  # fmt: skip
     parser.add_argument("out_dir", type=Path, help="output: DAVIS PNG masks and a GIF")
 
 
@@ -153,6 +167,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     from sam2_video.evaluate.predict import predict_masks
     from sam2_video.evaluate.run import load_model
     from sam2_video.files import atomic_path
+    from sam2_video.model.build import pick_device
     from sam2_video.render import comparison_frames, write_gif
 
     frames = read_davis_frames(args.frames_dir)  # (T, H, W, 3)
@@ -163,10 +178,11 @@ def _run_predict(args: argparse.Namespace) -> int:
     ids = [int(i) for i in np.unique(first) if i not in (0, 255)]
     if not ids:
         raise ValueError(f"{args.first_mask}: no object (all pixels are background)")
+    device = pick_device(args.device)
     model, image_size = load_model(args.model_dir / "sam2_model.yaml",
-                                   args.model_dir / "sam2_finetuned.pt")  # fmt: skip
-    masks = predict_masks(model, frames, np.stack([first == i for i in ids]), args.prompt,
-                          image_size)  # fmt: skip
+                                   args.model_dir / "sam2_finetuned.pt", device)  # fmt: skip
+    prompts = [(0, first == i) for i in ids]
+    masks = predict_masks(model, frames, prompts, args.prompt, image_size, device)
     with atomic_path(args.out_dir) as tmp:
         tmp.mkdir()
         for t in range(len(frames)):
@@ -176,6 +192,46 @@ def _run_predict(args: argparse.Namespace) -> int:
         write_gif(comparison_frames(frames, [masks], 1, ("prediction",)), tmp / "prediction.gif", 8)
     print(f"wrote {len(frames)} masks of {len(ids)} objects and prediction.gif to {args.out_dir}")
     return 0
+
+
+def _add_parity_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-dir", type=Path, default=Path("data/model"),
+                        help="folder with sam2_model.yaml (and sam2_finetuned.pt)")  # fmt: skip
+    parser.add_argument("--checkpoint", type=Path, action="append",
+                        help="checkpoint(s) to compare (default: MODEL_DIR/sam2_finetuned.pt); "
+                        "repeat the flag for several")  # fmt: skip
+    parser.add_argument("--shards", type=Path, default=Path("data/shards/val"),
+                        help="the validation shard split")  # fmt: skip
+    parser.add_argument("--tolerance", type=float, default=0.01,
+                        help="largest |J difference| allowed per object and clip")  # fmt: skip
+    parser.add_argument("--apply-postprocessing", action="store_true",
+                        help="build the predictor as SAM2's notebooks do (hole filling, "
+                        "dynamic multimask), to see how far that moves the numbers")  # fmt: skip
+
+
+def _run_parity(args: argparse.Namespace) -> int:
+    from sam2_video.data.shards import ShardReader
+    from sam2_video.evaluate.parity import compare_clips, vos_inference_predictor
+    from sam2_video.evaluate.run import load_model
+
+    config = args.model_dir / "sam2_model.yaml"
+    with ShardReader(args.shards) as reader:
+        clips = [reader[i] for i in range(len(reader))]
+    worst = 0.0
+    for checkpoint in args.checkpoint or [args.model_dir / "sam2_finetuned.pt"]:
+        model, image_size = load_model(config, checkpoint)
+        predictor = vos_inference_predictor(config, checkpoint, "cpu", args.apply_postprocessing)
+        js = compare_clips(model, predictor, clips, image_size)
+        gaps = {name: float(np.abs(j[0] - j[1]).max(initial=0.0)) for name, j in js.items()}
+        name = max(gaps, key=gaps.get)
+        ours, theirs = (float(np.concatenate([j[k] for j in js.values()]).mean()) for k in (0, 1))
+        print(f"{checkpoint}: {len(js)} clips, mean J over objects {ours:.4f} (ours) vs "
+              f"{theirs:.4f} (SAM2VideoPredictor); largest per-object |difference| "
+              f"{gaps[name]:.4f} ({name})")  # fmt: skip
+        worst = max(worst, gaps[name])
+    verdict = "within" if worst <= args.tolerance else "above"
+    print(f"parity: largest per-object J difference {worst:.4f}, {verdict} {args.tolerance}")
+    return 0 if worst <= args.tolerance else 1
 
 
 def _add_check_arguments(parser: argparse.ArgumentParser) -> None:
@@ -241,6 +297,12 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         help="track the objects of a first-frame mask through a folder of frames",
         add_arguments=_add_predict_arguments,
         run=_run_predict,
+    ),
+    "parity": Subcommand(
+        help="per-object J of our inference vs SAM2VideoPredictor built as SAM2's "
+        "vos_inference.py builds it, on the validation clips (exit 1 above the tolerance)",
+        add_arguments=_add_parity_arguments,
+        run=_run_parity,
     ),
     "repro-check": Subcommand(
         help="after `dvc repro`: data outputs hash-equal to the committed dvc.lock, metrics "

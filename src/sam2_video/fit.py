@@ -131,7 +131,8 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def validate(model, val_reader, settings: FitSettings, device) -> float:
-    """Mean J&F (mask prompt on frame 0) on the first `val_clips` validation clips."""
+    """Mean J&F over objects (mask prompt on frame 0, as evaluate scores it) on the first
+    `val_clips` validation clips."""
     per_clip = []
     for i in range(min(settings.val_clips, len(val_reader))):
         clip = val_reader[i]

@@ -161,6 +161,11 @@ class TrainParams:
 class EvaluateParams:
     prompts: tuple[str, ...] = _f(["mask", "points", "box"], "first-frame prompt types scored")
     max_clips: int = _f(0, "score at most this many val clips (0: all)", ">=0")
+    device: str = _f("auto", "auto (the GPU with bf16 autocast when present, else the CPU), "
+                     "cpu, cuda or cuda:N")  # fmt: skip
+    track_later_objects: bool = _f(False, "prompt an object absent on frame 0 on the first "
+                                   "frame showing it (vos_inference's "
+                                   "--track_object_appearing_later_in_video)")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,10 @@ Numpy only, no model code. J and F follow davis2017-evaluation (`db_eval_iou`, `
 - Dice: both masks empty -> 1.
 
 Clip scores use the DAVIS-2017 semi-supervised convention: the first frame (the prompt) and
-the last frame are excluded. See `scored_frame_indices` for short clips.
+the last frame are excluded (see `scored_frame_indices` for short clips). Means are taken
+over objects: per object over its scored frames, then over all objects of all clips, as
+davis2017-evaluation and SAM2's sav_evaluator report them; recall and decay per object as
+the toolkit's `db_statistics`, averaged the same way.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ import math
 import numpy as np
 
 METRIC_KEYS = ("j", "f", "jf", "dice")
+# the DAVIS toolkit's global columns beyond the means
+STATISTIC_KEYS = ("j_recall", "j_decay", "f_recall", "f_decay")
+SUMMARY_KEYS = METRIC_KEYS + STATISTIC_KEYS
+DECAY_BINS = 4
 DAVIS_BOUND_TH = 0.008
 
 
@@ -174,13 +181,31 @@ def frame_scores(gt: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
     return scores
 
 
+def object_statistics(per_frame: np.ndarray) -> tuple[float, float, float]:
+    """Mean, recall and decay of one object's per-frame scores, as the DAVIS toolkit's
+    `db_statistics`: recall is the share of frames scoring > 0.5; decay is the mean of the
+    first of 4 frame bins minus the mean of the last, the bins bounded at
+    round(linspace(1, n, 5)) - 1 and each including its right bound (neighbouring bins share
+    a frame). The toolkit casts the bounds to uint8, which wraps past 256 frames; here they
+    stay integers.
+    """
+    values = np.asarray(per_frame, dtype=float)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"expected a non-empty 1-D array of per-frame scores, got {values.shape}")
+    bounds = (np.round(np.linspace(1, values.size, DECAY_BINS + 1) + 1e-10) - 1).astype(int)
+    first = values[bounds[0] : bounds[1] + 1]
+    last = values[bounds[-2] : bounds[-1] + 1]
+    return float(values.mean()), float(np.mean(values > 0.5)), float(first.mean() - last.mean())
+
+
 def score_clip(
     gt: np.ndarray, pred: np.ndarray, skip_first_last: bool = True
 ) -> dict[str, np.ndarray]:
-    """Per-object mean over the scored frames of J, F, J&F, Dice; each array is (O,).
+    """Per-object scores over the scored frames; each array is (O,).
 
     gt, pred: (T, O, H, W) bool. Frames chosen by `scored_frame_indices`; only those frames
-    are scored, so anything in the excluded frames has no effect.
+    are scored, so anything in the excluded frames has no effect. Keys: `j`, `f`, `jf`,
+    `dice` (means over frames) and `j_recall`, `j_decay`, `f_recall`, `f_decay`.
     """
     gt, pred = np.asarray(gt), np.asarray(pred)
     if gt.ndim != 4 or gt.shape != pred.shape:
@@ -189,18 +214,24 @@ def score_clip(
         )
     frames = scored_frame_indices(gt.shape[0], skip_first_last)
     per_frame = frame_scores(gt[frames], pred[frames])  # each (T', O)
-    return {key: per_frame[key].mean(axis=0) for key in METRIC_KEYS}
+    scores = {key: per_frame[key].mean(axis=0) for key in METRIC_KEYS}
+    for key in ("j", "f"):
+        stats = [object_statistics(per_frame[key][:, o]) for o in range(gt.shape[1])]
+        scores[f"{key}_recall"] = np.array([s[1] for s in stats])
+        scores[f"{key}_decay"] = np.array([s[2] for s in stats])
+    return scores
 
 
 def summarize(per_clip: list[dict[str, np.ndarray]]) -> dict[str, float]:
-    """Mean over clips of each clip's mean over objects; keys j, f, jf, dice.
+    """Mean over all objects of all clips (DAVIS-2017's J-Mean: the mean of the per-object
+    means, so a clip with three objects weighs three times a clip with one).
 
-    Clips without objects carry no score and are left out; all clips without objects is an
-    error, as there is nothing to average.
+    Keys: SUMMARY_KEYS. Clips without objects add nothing; no object at all is an error, as
+    there is nothing to average.
     """
-    with_objects = [clip for clip in per_clip if np.asarray(clip["j"]).size > 0]
-    if not with_objects:
+    if not any(np.asarray(clip["j"]).size for clip in per_clip):
         raise ValueError("no clip has an object to score; nothing to summarize")
     return {
-        key: float(np.mean([np.mean(clip[key]) for clip in with_objects])) for key in METRIC_KEYS
+        key: float(np.concatenate([np.asarray(clip[key], dtype=float) for clip in per_clip]).mean())
+        for key in SUMMARY_KEYS
     }

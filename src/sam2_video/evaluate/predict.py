@@ -1,57 +1,111 @@
-"""Inference with SAM2VideoPredictor's semantics: prompt frame 0, propagate with memory.
+"""Inference as SAM2's own VOS evaluation runs it (`tools/vos_inference.py`).
 
-All objects of a clip are tracked together (as the predictor batches them), in eval mode
-and without autograd. Point prompts are one click at the object's centre (SAM2's
-"center" evaluation clicks), box prompts the exact bounding box. Output masks come from
-the low-resolution logits upsampled to the clip's stored size, as the predictor does.
+- The model is the config as written, without the notebook builder's postprocessing
+  (`build_sam2_video_predictor(..., apply_postprocessing=False)`): no dynamic multimask
+  fallback, no hole filling, no binarized click masks in memory.
+- One prompt per object on the first frame (mask, a click at the object's centre as SAM2's
+  "center" evaluation clicks, or the exact box), then propagation through memory; all
+  objects of a clip are tracked together, as the predictor batches them.
+- Optionally (vos_inference's `--track_object_appearing_later_in_video`) an object absent
+  on frame 0 is prompted on the first frame that shows it and tracked from there; before
+  that frame its logits are SAM2's "no object" score. Objects never prompted stay empty.
+- Outputs: the low-resolution logits upsampled to the clip's stored size (bilinear), then
+  the predictor's non-overlap rule for DAVIS-format output (`non_overlap_masks=true`):
+  a pixel belongs to the object with the highest logit, if that logit is above 0.
+- On a GPU, bf16 autocast, as vos_inference runs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from sam2_video.data.clips import Clip
 from sam2_video.model import rollout
-from sam2_video.model.transforms import (
-    frames_to_model_input,
-    logits_to_masks,
-    masks_to_model_size,
-)
+from sam2_video.model.transforms import frames_to_model_input, masks_to_model_size
 
 EVAL_PROMPTS = rollout.PromptConfig(
     prob_mask=1.0, prob_points=0.0, prob_box=0.0,
     num_pos_points=1, include_center=True, box_jitter=0.0,
 )  # fmt: skip
+NO_OBJECT_LOGIT = -1024.0  # SAM2's NO_OBJ_SCORE: what the predictor holds for an untracked object
+LOW_RES_STRIDE = 4  # SAM2's mask decoder predicts at image_size / 4
+
+# one object's prompt: (frame index, (H, W) bool mask the prompt is derived from)
+ObjectPrompt = tuple[int, np.ndarray]
+
+
+def object_prompts(masks: np.ndarray, track_later_objects: bool = False) -> list[ObjectPrompt]:
+    """Each object's prompt from ground truth (T, O, H, W): frame 0, or with
+    `track_later_objects` the first frame that shows it. An object without a prompt frame
+    gets (-1, empty mask) and is never tracked."""
+    prompts = []
+    for o in range(masks.shape[1]):
+        shown = np.flatnonzero(masks[:, o].reshape(masks.shape[0], -1).any(axis=1))
+        start = int(shown[0]) if shown.size and (track_later_objects or shown[0] == 0) else -1
+        prompts.append((start, masks[max(start, 0), o]))
+    return prompts
+
+
+def _track_from(model, images: torch.Tensor, start: int, first: torch.Tensor, prompt: str):
+    """Low-res logits (T - start, K, s, s) of K objects prompted on frame `start` of images
+    (T, 3, S, S) by their masks `first` (K, S, S), tracked to the end of the video."""
+    t = images.shape[0] - start
+    gt = first[None].expand(t, -1, -1, -1)  # only the conditioning frame is read
+    owners = torch.zeros(first.shape[0], dtype=torch.long, device=images.device)
+    plan = rollout.Plan(cond_frames=(0,), kind=prompt)
+    gen = torch.Generator().manual_seed(0)  # eval prompts draw nothing; keeps the API uniform
+    with torch.autocast(images.device.type, torch.bfloat16, enabled=images.device.type == "cuda"):
+        outs = rollout.track(model, images[None, start:], gt, owners, plan, EVAL_PROMPTS, gen,
+                             first_frame=start, num_frames=images.shape[0],
+                             predictor_memory=True)  # fmt: skip
+    return torch.stack([o.low_res_logits[:, 0].float() for o in outs])
+
+
+def non_overlapping_masks(low_res: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """(T, O, s, s) logits -> (T, O, H, W) bool: upsampled as the predictor does, each pixel
+    given to the highest-scoring object when its logit is above 0."""
+    out = np.zeros((low_res.shape[0], low_res.shape[1], height, width), dtype=bool)
+    for t, frame in enumerate(low_res):
+        up = F.interpolate(frame[:, None], (height, width), mode="bilinear", align_corners=False)
+        up = up[:, 0]  # (O, H, W)
+        winner = up.argmax(dim=0, keepdim=True) == torch.arange(up.shape[0])[:, None, None]
+        out[t] = ((up > 0) & winner).numpy()
+    return out
 
 
 @torch.inference_mode()
 def predict_masks(
     model,
     frames: np.ndarray,
-    first_masks: np.ndarray,
+    prompts: Sequence[ObjectPrompt],
     prompt: str,
     image_size: int,
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
-    """Track the objects of `first_masks` through `frames`.
-
-    frames (T, H, W, 3) uint8; first_masks (O, H, W) bool, the objects on frame 0, from
-    which the prompt (mask / points / box) is derived. Returns (T, O, H, W) bool.
-    """
+    """Track objects through `frames` (T, H, W, 3) uint8 from one prompt each (see
+    `object_prompts`; `prompt` is the kind: mask, points or box). Returns (T, O, H, W) bool,
+    non-overlapping."""
+    device = torch.device(device)
     t, h, w = frames.shape[:3]
     model.eval()
-    images = frames_to_model_input(frames, image_size)[None].to(device)  # (1, T, 3, S, S)
-    gt = torch.zeros((t, first_masks.shape[0], image_size, image_size), dtype=torch.bool)
-    gt[0] = masks_to_model_size(first_masks[None], image_size)[0]
-    owners = torch.zeros(first_masks.shape[0], dtype=torch.long, device=device)
-    plan = rollout.Plan(cond_frames=(0,), kind=prompt)
-    gen = torch.Generator().manual_seed(0)  # unused by eval prompts; keeps the API uniform
-    outs = rollout.track(model, images, gt.to(device), owners, plan, EVAL_PROMPTS, gen)
-    masks = [logits_to_masks(o.low_res_logits, h, w).cpu().numpy() for o in outs]
-    return np.stack(masks)  # (T, O, H, W)
+    images = frames_to_model_input(frames, image_size).to(device)  # (T, 3, S, S)
+    side = image_size // LOW_RES_STRIDE
+    low_res = torch.full((t, len(prompts), side, side), NO_OBJECT_LOGIT)  # (T, O, s, s)
+    for start in sorted({s for s, _ in prompts if s >= 0}):
+        objects = [o for o, (s, _) in enumerate(prompts) if s == start]
+        first = np.stack([prompts[o][1] for o in objects])  # (K, H, W)
+        first = masks_to_model_size(first[None], image_size)[0].to(device)  # (K, S, S)
+        low_res[start:, objects] = _track_from(model, images, start, first, prompt).cpu()
+    return non_overlapping_masks(low_res, h, w)
 
 
-def predict_clip(model, clip: Clip, prompt: str, image_size: int, device="cpu") -> np.ndarray:
-    """(T, O, H, W) bool predictions for a clip, prompted from its frame-0 ground truth."""
-    return predict_masks(model, clip.frames, clip.masks[0], prompt, image_size, device)
+def predict_clip(
+    model, clip: Clip, prompt: str, image_size: int, device="cpu", track_later_objects=False
+) -> np.ndarray:
+    """(T, O, H, W) bool predictions for a clip, prompted from its ground truth."""
+    prompts = object_prompts(clip.masks, track_later_objects)
+    return predict_masks(model, clip.frames, prompts, prompt, image_size, device)

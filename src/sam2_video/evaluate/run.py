@@ -5,38 +5,37 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
-from sam2_video.data import davis
 from sam2_video.evaluate import metrics
 from sam2_video.evaluate.predict import predict_clip
 from sam2_video.model import build
+from sam2_video.params import EvaluateParams
 
 
-def load_model(config_path: Path, checkpoint: Path):
+def load_model(config_path: Path, checkpoint: Path, device: torch.device | str = "cpu"):
+    """The model of a config file with a checkpoint's weights, in eval mode on `device`;
+    built from the config as written (SAM2's VOS evaluation: no postprocessing)."""
     cfg = build.load_model_config(str(config_path))
     model = build.build_model(cfg)
     build.load_checkpoint(model, checkpoint)
-    return model.eval(), int(cfg.model.image_size)
+    return model.to(device).eval(), int(cfg.model.image_size)
 
 
-def as_index_maps(masks: np.ndarray) -> np.ndarray:
-    """(T, O, H, W) -> the same, made non-overlapping as a DAVIS palette PNG stores them.
+def score_models(models: dict, clips, p: EvaluateParams, image_size: int, device="cpu",
+                 on_prediction=None) -> dict:  # fmt: skip
+    """{model: {prompt: [per-clip score dicts]}}; on_prediction(model, prompt, clip, masks).
 
-    Predictions are scored in the form they are written (one object a pixel, later object
-    wins), so `sam2-video score` on the written PNGs gives evaluate's numbers exactly.
+    Predictions are non-overlapping (one object a pixel), the form a DAVIS palette PNG
+    stores, so `sam2-video score` on the written PNGs gives these numbers exactly.
     """
-    maps = np.stack([davis.masks_to_index_map(frame) for frame in masks])  # (T, H, W)
-    return davis.index_maps_to_masks(maps, range(1, masks.shape[1] + 1))
-
-
-def score_models(models: dict, clips, prompts, image_size: int, on_prediction=None) -> dict:
-    """{model: {prompt: [per-clip score dicts]}}; on_prediction(model, prompt, clip, masks)."""
-    scores = {m: {p: [] for p in prompts} for m in models}
+    scores = {m: {prompt: [] for prompt in p.prompts} for m in models}
     for clip in tqdm(clips, desc="evaluate", mininterval=5):
         for name, model in models.items():
-            for prompt in prompts:
-                pred = as_index_maps(predict_clip(model, clip, prompt, image_size))
+            for prompt in p.prompts:
+                pred = predict_clip(model, clip, prompt, image_size, device,
+                                    p.track_later_objects)  # fmt: skip
                 scores[name][prompt].append(metrics.score_clip(clip.masks, pred))
                 if on_prediction is not None:
                     on_prediction(name, prompt, clip, pred)
@@ -48,13 +47,15 @@ def headline_metrics(scores: dict, prompts) -> dict[str, float]:
 
     `jf`, `j`, `f`, `dice` (fine-tuned) and their `_base` twins are scored with the first
     prompt type of evaluate.prompts — by default the first-frame mask, the DAVIS-2017
-    semi-supervised protocol; `jf_gain` is their difference. Every prompt type also gets
-    `jf_<prompt>`, `jf_base_<prompt>` and `jf_gain_<prompt>`.
+    semi-supervised protocol; `jf_gain` is their difference. Means are over all objects of
+    all clips (DAVIS-2017). The first prompt type also gets the toolkit's recall and decay
+    (`j_recall`, `j_decay`, `f_recall`, `f_decay`, and `_base` twins). Every prompt type
+    gets `jf_<prompt>`, `jf_base_<prompt>` and `jf_gain_<prompt>`.
     """
     out: dict[str, float] = {}
     for model, suffix in (("finetuned", ""), ("base", "_base")):
         per_prompt = {p: metrics.summarize(scores[model][p]) for p in prompts}
-        for key in metrics.METRIC_KEYS:
+        for key in metrics.SUMMARY_KEYS:
             out[f"{key}{suffix}"] = per_prompt[prompts[0]][key]
         for p in prompts:
             out[f"jf{suffix}_{p}"] = per_prompt[p]["jf"]

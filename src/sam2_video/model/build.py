@@ -118,3 +118,10 @@ def parameter_summary(model: torch.nn.Module) -> dict[str, tuple[int, int]]:
         row[0] += param.numel()
         row[1] += param.numel() if param.requires_grad else 0
     return {k: (v[0], v[1]) for k, v in sorted(summary.items())}
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """`auto`: this process's GPU when CUDA is present, else the CPU; otherwise the name."""
+    if name == "auto":
+        name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)

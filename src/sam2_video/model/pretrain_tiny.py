@@ -17,7 +17,7 @@ import torch
 
 from sam2_video.data.synthetic import DOMAINS, render_scene
 from sam2_video.evaluate import metrics
-from sam2_video.evaluate.predict import predict_masks
+from sam2_video.evaluate.predict import object_prompts, predict_masks
 from sam2_video.model import build, losses, rollout, transforms
 
 IMAGE_SIZE = 128
@@ -41,8 +41,12 @@ def source_val_jf(model, scenes) -> dict[str, float]:
     """J&F on fixed source-domain scenes, per first-frame prompt type (progress report)."""
     out = {}
     for prompt in ("mask", "points"):
-        scores = [metrics.score_clip(gt, predict_masks(model, frames, gt[0], prompt, IMAGE_SIZE))
-                  for frames, gt in scenes]  # fmt: skip
+        scores = [
+            metrics.score_clip(
+                gt, predict_masks(model, frames, object_prompts(gt), prompt, IMAGE_SIZE)
+            )  # fmt: skip
+            for frames, gt in scenes
+        ]
         out[prompt] = round(metrics.summarize(scores)["jf"], 3)
     model.train()
     return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from sam2_video.model import feature_cache, prompts
 
@@ -141,12 +142,14 @@ def cond_decoding_is_frozen(model, feats: list[torch.Tensor]) -> bool:
                    if name.split(".")[0] not in MEMORY_PATH)  # fmt: skip
 
 
-def _decode(model, frame, is_cond, plan, cfg, gen, gt, feats, pos, sizes, memory, t):
-    """One frame's SAM2 decoding: prompts (conditioning frames), prediction, corrections."""
+def _decode(model, frame, is_cond, plan, cfg, gen, gt, feats, pos, sizes, memory, video):
+    """One frame's SAM2 decoding: prompts (conditioning frames), prediction, corrections.
+    video: (index of the clip's first frame in the video, the video's frame count)."""
     point_inputs, mask_inputs = _prompt_inputs(plan.kind, gt, cfg, gen) if is_cond else (None, None)
     out, sam_out, high_res_features, pix_feat = model._track_step(
-        frame, is_cond, feats, pos, sizes, point_inputs, mask_inputs, memory, t, False, None
-    )
+        video[0] + frame, is_cond, feats, pos, sizes, point_inputs, mask_inputs, memory,
+        video[1], False, None,
+    )  # fmt: skip
     steps = [Step(sam_out[1], sam_out[2], sam_out[6])]
     if frame in plan.correction_frames:
         ctx = (high_res_features, pix_feat, is_cond)
@@ -165,12 +168,21 @@ def track(
     cfg: PromptConfig,
     gen: torch.Generator,
     encoded=None,
+    first_frame: int = 0,
+    num_frames: int | None = None,
+    predictor_memory: bool = False,
 ) -> list[FrameOutput]:
     """Run SAM2's video forward on all objects of a batch of clips.
 
     images (B, T, 3, S, S) normalized; gt (T, N, S, S) bool (only conditioning and
     correction frames are read); obj_to_clip (N,) clip index of each object; encoded:
     the image encoder's output for images.flatten(0, 1), if already computed.
+    first_frame, num_frames: where the clip sits in a longer video that is tracked from a
+    later frame (SAM2 places memories and object pointers by video frame index and
+    length); by default the clip is the whole video.
+    predictor_memory: encode a conditioning frame's memory as SAM2VideoPredictor does (its
+    low-res mask upsampled, `propagate_in_video_preflight`), not as SAM2's trainer does
+    (the decoder's full-res mask; for a mask prompt, the prompt itself). Inference uses it.
     Returns one FrameOutput per frame, in frame order.
     """
     b, t = images.shape[:2]
@@ -179,7 +191,8 @@ def track(
     # only while training: under no_grad (evaluation) it gains nothing, and callers could
     # not modify the inference tensors it returns
     frozen_cond = torch.is_grad_enabled() and cond_decoding_is_frozen(model, feats)
-    memory = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
+    memory = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}  # by video frame index
+    video = (first_frame, t if num_frames is None else num_frames)
     outputs: dict[int, FrameOutput] = {}
     order = list(plan.cond_frames) + [f for f in range(t) if f not in plan.cond_frames]
     for frame in order:
@@ -192,13 +205,19 @@ def track(
         with torch.inference_mode(is_cond and frozen_cond):
             out, sam_out, steps, point_inputs = _decode(
                 model, frame, is_cond, plan, cfg, gen, gt[frame], cur_feats, cur_pos, sizes,
-                memory, t,
+                memory, video,
             )  # fmt: skip
         out["pred_masks"], out["pred_masks_high_res"], out["obj_ptr"] = sam_out[3:6]
+        high_res = sam_out[4]
+        if is_cond and predictor_memory:
+            high_res = F.interpolate(sam_out[3], size=high_res.shape[-2:], mode="bilinear",
+                                     align_corners=False)  # fmt: skip
         # no later frame reads the memory of the last one: skip its memory encoder
         model._encode_memory_in_output(
-            cur_feats, sizes, point_inputs, frame != order[-1], sam_out[4], sam_out[6], out
+            cur_feats, sizes, point_inputs, frame != order[-1], high_res, sam_out[6], out
         )
-        memory["cond_frame_outputs" if is_cond else "non_cond_frame_outputs"][frame] = out
+        memory["cond_frame_outputs" if is_cond else "non_cond_frame_outputs"][video[0] + frame] = (
+            out
+        )
         outputs[frame] = FrameOutput(steps=steps, logits=sam_out[4], low_res_logits=sam_out[3])
     return [outputs[f] for f in range(t)]
