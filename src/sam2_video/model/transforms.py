@@ -35,8 +35,3 @@ def masks_to_model_size(masks: np.ndarray | torch.Tensor, image_size: int) -> to
                           align_corners=False, antialias=True)  # fmt: skip
     return m >= 0.5
 
-
-def logits_to_masks(logits: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(N, 1, S, S) model-size logits -> (N, H, W) bool at the clip's stored resolution."""
-    up = F.interpolate(logits.float(), size=(height, width), mode="bilinear", align_corners=False)
-    return up[:, 0] > 0
