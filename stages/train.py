@@ -47,6 +47,7 @@ def settings_from(p: Params) -> fit.FitSettings:
         amp=t.amp, num_workers=t.num_workers, feature_cache_mb=t.feature_cache_mb,
         checkpoint_every=t.checkpoint_every,
         val_every=t.val_every, val_clips=t.val_clips, early_stop_patience=t.early_stop_patience,
+        memory_as_predictor=t.memory_as_predictor,
     )  # fmt: skip
 
 

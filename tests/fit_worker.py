@@ -38,6 +38,7 @@ def settings(steps: int, batch: int, feature_cache_mb: int = 64) -> fit.FitSetti
         prompts=rollout.PromptConfig(prob_mask=1.0, prob_points=0.0, prob_box=0.0),
         loss_weights=losses.LossWeights(), amp=False, num_workers=0, checkpoint_every=1,
         val_every=1000, val_clips=1, early_stop_patience=0, feature_cache_mb=feature_cache_mb,
+        memory_as_predictor=True,
     )  # fmt: skip
 
 

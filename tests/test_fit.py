@@ -12,7 +12,7 @@ def settings(**overrides) -> fit.FitSettings:
             lr_scale=(),
             prompts=rollout.PromptConfig(), loss_weights=losses.LossWeights(), amp=False,
             num_workers=0, checkpoint_every=10, val_every=10, val_clips=1,
-            early_stop_patience=0, **rest,
+            early_stop_patience=0, memory_as_predictor=True, **rest,
         )  # fmt: skip
 
     return make(**overrides)

@@ -51,6 +51,7 @@ class FitSettings:
     val_every: int
     val_clips: int
     early_stop_patience: int
+    memory_as_predictor: bool  # see rollout.track's predictor_memory
     feature_cache_mb: int = 0  # 0: encode every step (SAM2's trainer); see feature_cache
 
     def fingerprint(self, extra: str = "") -> str:
@@ -83,7 +84,8 @@ class ClipForward(torch.nn.Module):
         encoded = None if self.cache is None else self.cache.encode(self.sam, batch.images,
                                                                     batch.names)  # fmt: skip
         frames = rollout.track(self.sam, batch.images, batch.gt, batch.obj_to_clip, plan,
-                               s.prompts, gen, encoded)  # fmt: skip
+                               s.prompts, gen, encoded,
+                               predictor_memory=s.memory_as_predictor)  # fmt: skip
         return losses.clip_losses(frames, batch.gt, s.loss_weights, num_objects)
 
 

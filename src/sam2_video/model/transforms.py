@@ -34,4 +34,3 @@ def masks_to_model_size(masks: np.ndarray | torch.Tensor, image_size: int) -> to
         m = F.interpolate(m, size=(image_size, image_size), mode="bilinear",
                           align_corners=False, antialias=True)  # fmt: skip
     return m >= 0.5
-
