@@ -180,9 +180,10 @@ def track(
     first_frame, num_frames: where the clip sits in a longer video that is tracked from a
     later frame (SAM2 places memories and object pointers by video frame index and
     length); by default the clip is the whole video.
-    predictor_memory: encode a conditioning frame's memory as SAM2VideoPredictor does (its
-    low-res mask upsampled, `propagate_in_video_preflight`), not as SAM2's trainer does
-    (the decoder's full-res mask; for a mask prompt, the prompt itself). Inference uses it.
+    predictor_memory: keep memory as SAM2VideoPredictor does: a conditioning frame's encoded
+    from its low-res mask upsampled (`propagate_in_video_preflight`), not from the decoder's
+    full-res mask (for a mask prompt, the prompt itself) as SAM2's trainer does; memory
+    features stored in bfloat16. Inference uses it.
     Returns one FrameOutput per frame, in frame order.
     """
     b, t = images.shape[:2]
@@ -216,6 +217,9 @@ def track(
         model._encode_memory_in_output(
             cur_feats, sizes, point_inputs, frame != order[-1], high_res, sam_out[6], out
         )
+        if predictor_memory and out["maskmem_features"] is not None:
+            # SAM2VideoPredictor stores memory features in bfloat16, on any device
+            out["maskmem_features"] = out["maskmem_features"].to(torch.bfloat16)
         memory["cond_frame_outputs" if is_cond else "non_cond_frame_outputs"][video[0] + frame] = (
             out
         )
