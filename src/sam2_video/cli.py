@@ -38,9 +38,13 @@ def _add_score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("gt_dir", type=Path, help="ground truth: GT_DIR/<video>/<frame>.png")
     parser.add_argument("pred_dir", type=Path, help="predictions: PRED_DIR/<video>/<frame>.png")
     parser.add_argument("--json", type=Path, dest="json_out", help="also write the scores here")
-    parser.add_argument("--csv", type=Path, dest="csv_dir",
-                        help="also write the DAVIS toolkit's global_results.csv and "
-                        "per-sequence_results.csv into this folder")  # fmt: skip
+    parser.add_argument(
+        "--csv",
+        type=Path,
+        dest="csv_dir",
+        help="also write the DAVIS toolkit's global_results.csv and "
+        "per-sequence_results.csv into this folder",
+    )
 
 
 def format_score_table(result: dict[str, Any]) -> str:
@@ -151,9 +155,11 @@ def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
         help="palette PNG of the first frame (object id = palette index)",
     )
     parser.add_argument("--prompt", choices=("mask", "points", "box"), default="mask")
-    parser.add_argument("--device", default="auto",
-                        help="auto (the GPU with bf16 autocast when present, else the CPU), "
-                        "cpu, cuda or cuda:N")  # fmt: skip
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (the GPU with bf16 autocast when present, else the CPU), cpu, cuda or cuda:N",
+    )
     parser.add_argument("out_dir", type=Path, help="output: DAVIS PNG masks and a GIF")
 
 
@@ -179,8 +185,9 @@ def _run_predict(args: argparse.Namespace) -> int:
     if not ids:
         raise ValueError(f"{args.first_mask}: no object (all pixels are background)")
     device = pick_device(args.device)
-    model, image_size = load_model(args.model_dir / "sam2_model.yaml",
-                                   args.model_dir / "sam2_finetuned.pt", device)  # fmt: skip
+    model, image_size = load_model(
+        args.model_dir / "sam2_model.yaml", args.model_dir / "sam2_finetuned.pt", device
+    )
     prompts = [(0, first == i) for i in ids]
     masks = predict_masks(model, frames, prompts, args.prompt, image_size, device)
     with atomic_path(args.out_dir) as tmp:
@@ -195,18 +202,34 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _add_parity_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model-dir", type=Path, default=Path("data/model"),
-                        help="folder with sam2_model.yaml (and sam2_finetuned.pt)")  # fmt: skip
-    parser.add_argument("--checkpoint", type=Path, action="append",
-                        help="checkpoint(s) to compare (default: MODEL_DIR/sam2_finetuned.pt); "
-                        "repeat the flag for several")  # fmt: skip
-    parser.add_argument("--shards", type=Path, default=Path("data/shards/val"),
-                        help="the validation shard split")  # fmt: skip
-    parser.add_argument("--tolerance", type=float, default=0.01,
-                        help="largest |J difference| allowed per object and clip")  # fmt: skip
-    parser.add_argument("--apply-postprocessing", action="store_true",
-                        help="build the predictor as SAM2's notebooks do (hole filling, "
-                        "dynamic multimask), to see how far that moves the numbers")  # fmt: skip
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=Path("data/model"),
+        help="folder with sam2_model.yaml (and sam2_finetuned.pt)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        action="append",
+        help="checkpoint(s) to compare (default: MODEL_DIR/sam2_finetuned.pt); "
+        "repeat the flag for several",
+    )
+    parser.add_argument(
+        "--shards", type=Path, default=Path("data/shards/val"), help="the validation shard split"
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.01,
+        help="largest |J difference| allowed per object and clip",
+    )
+    parser.add_argument(
+        "--apply-postprocessing",
+        action="store_true",
+        help="build the predictor as SAM2's notebooks do (hole filling, "
+        "dynamic multimask), to see how far that moves the numbers",
+    )
 
 
 def _run_parity(args: argparse.Namespace) -> int:
@@ -225,9 +248,11 @@ def _run_parity(args: argparse.Namespace) -> int:
         gaps = {name: float(np.abs(j[0] - j[1]).max(initial=0.0)) for name, j in js.items()}
         name = max(gaps, key=gaps.get)
         ours, theirs = (float(np.concatenate([j[k] for j in js.values()]).mean()) for k in (0, 1))
-        print(f"{checkpoint}: {len(js)} clips, mean J over objects {ours:.4f} (ours) vs "
-              f"{theirs:.4f} (SAM2VideoPredictor); largest per-object |difference| "
-              f"{gaps[name]:.4f} ({name})")  # fmt: skip
+        print(
+            f"{checkpoint}: {len(js)} clips, mean J over objects {ours:.4f} (ours) vs "
+            f"{theirs:.4f} (SAM2VideoPredictor); largest per-object |difference| "
+            f"{gaps[name]:.4f} ({name})"
+        )
         worst = max(worst, gaps[name])
     verdict = "within" if worst <= args.tolerance else "above"
     print(f"parity: largest per-object J difference {worst:.4f}, {verdict} {args.tolerance}")

@@ -125,10 +125,13 @@ class TrainParams:
     box_jitter: float = _f(0.1, "box sides move by up to this fraction of the box size", ">=0")
     num_correction_clicks: int = _f(0, "correction clicks sampled from the error region", ">=0")
     max_cond_frames: int = _f(1, "1 or 2 conditioning frames per clip", ">0")
-    memory_as_predictor: bool = _f(True, "keep memory as SAM2VideoPredictor does at inference: "
-                                   "a conditioning frame's from its upsampled low-res mask, "
-                                   "features in bfloat16 (false: the full-res mask, float32, "
-                                   "as SAM2's trainer)")  # fmt: skip
+    memory_as_predictor: bool = _f(
+        True,
+        "keep memory as SAM2VideoPredictor does at inference: "
+        "a conditioning frame's from its upsampled low-res mask, "
+        "features in bfloat16 (false: the full-res mask, float32, "
+        "as SAM2's trainer)",
+    )
     loss_mask: float = _f(20.0, "weight of the focal (or BCE) mask loss", ">=0")
     loss_dice: float = _f(
         5.0, "weight of the dice loss (SAM2: 1; the tiny base was pretrained with 5)", ">=0"
@@ -165,11 +168,15 @@ class TrainParams:
 class EvaluateParams:
     prompts: tuple[str, ...] = _f(["mask", "points", "box"], "first-frame prompt types scored")
     max_clips: int = _f(0, "score at most this many val clips (0: all)", ">=0")
-    device: str = _f("auto", "auto (the GPU with bf16 autocast when present, else the CPU), "
-                     "cpu, cuda or cuda:N")  # fmt: skip
-    track_later_objects: bool = _f(False, "prompt an object absent on frame 0 on the first "
-                                   "frame showing it (vos_inference's "
-                                   "--track_object_appearing_later_in_video)")  # fmt: skip
+    device: str = _f(
+        "auto", "auto (the GPU with bf16 autocast when present, else the CPU), cpu, cuda or cuda:N"
+    )
+    track_later_objects: bool = _f(
+        False,
+        "prompt an object absent on frame 0 on the first "
+        "frame showing it (vos_inference's "
+        "--track_object_appearing_later_in_video)",
+    )
 
 
 @dataclass(frozen=True)
