@@ -1,13 +1,15 @@
-"""Frozen image-encoder outputs kept per clip, so later epochs skip the encoder.
+"""Frozen image-encoder outputs kept per frame, so later visits skip the encoder.
 
-While only the memory modules train, the image encoder is frozen and the training loader
-applies no augmentation: a clip's encoder output is then a pure function of the clip.
-SAM2's trainer recomputes it at every visit anyway; here the first visit computes and keeps
-it and every later visit reads it back (the default run draws each clip ~8 times).
+While only the memory modules train, the image encoder is frozen: a video frame's encoder
+output is then a pure function of its pixels, which its key names (`Clip.frame_keys`:
+source and frame index). SAM2's trainer recomputes it at every visit anyway; here the
+first visit computes and keeps it and every later visit (the same frame in any window)
+reads it back. Pseudo-video frames are made anew at every visit (a new motion): their
+clips have no keys and are encoded every time, uncached.
 
-Each clip is always encoded on its own, as one (T, 3, S, S) batch, whether it is cached or
-not: a cache hit returns exactly the tensors a miss would compute, so a resumed run (cold
-cache) trains bit-identically to an uninterrupted one (warm cache).
+A keyed frame is always encoded on its own, as a (1, 3, S, S) batch, whether it is cached
+or not: a cache hit returns exactly the tensors a miss would compute, so a resumed run
+(cold cache) trains bit-identically to an uninterrupted one (warm cache).
 
 When the mask decoder's high-resolution projections (conv_s0/s1) are frozen as well, the
 cache keeps their output instead of the two finest encoder levels (as SAM2Base.forward_image
@@ -109,10 +111,10 @@ def encode_clip(model: torch.nn.Module, frames: torch.Tensor) -> Encoded:
 
 
 class EncoderCache:
-    """Least-recently-used encoder outputs by clip name, at most `max_bytes` in all.
+    """Least-recently-used encoder outputs by frame key, at most `max_bytes` in all.
 
-    Only for a frozen encoder and un-augmented frames: the caller guarantees that a
-    clip name always stands for the same pixels.
+    Only for a frozen encoder: the caller guarantees that a key always stands for the
+    same pixels.
     """
 
     def __init__(self, max_bytes: int) -> None:
@@ -121,22 +123,30 @@ class EncoderCache:
         self.bytes = 0
         self.hits = self.misses = 0
 
-    def encode(self, model: torch.nn.Module, images: torch.Tensor, names: list[str]) -> Encoded:
-        """Encoder output for (B, T, 3, S, S) images of the clips `names`, as for
-        images.flatten(0, 1)."""
-        pairs = zip(images, names, strict=True)
-        return concat([self._clip(model, frames, name) for frames, name in pairs])
+    def encode(
+        self, model: torch.nn.Module, images: torch.Tensor, keys: list[tuple[str, ...] | None]
+    ) -> Encoded:
+        """Encoder output for (B, T, 3, S, S) images whose clips' frames have `keys` (None:
+        a clip encoded as one batch, uncached), as for images.flatten(0, 1)."""
+        outputs = []
+        for frames, frame_keys in zip(images, keys, strict=True):
+            if frame_keys is None:
+                outputs.append(_share_position_encodings(encode_clip(model, frames)))
+                continue
+            pairs = zip(frames, frame_keys, strict=True)
+            outputs += [self._frame(model, frame[None], key) for frame, key in pairs]
+        return concat(outputs)
 
-    def _clip(self, model: torch.nn.Module, frames: torch.Tensor, name: str) -> Encoded:
-        if name in self.entries:
+    def _frame(self, model: torch.nn.Module, frame: torch.Tensor, key: str) -> Encoded:
+        if key in self.entries:
             self.hits += 1
-            self.entries.move_to_end(name)
-            return self.entries[name]
+            self.entries.move_to_end(key)
+            return self.entries[key]
         self.misses += 1
-        out = _share_position_encodings(encode_clip(model, frames))
+        out = encode_clip(model, frame)
         size = _nbytes(out)
         if size <= self.max_bytes:
-            self.entries[name] = out
+            self.entries[key] = out
             self.bytes += size
             while self.bytes > self.max_bytes:
                 _, dropped = self.entries.popitem(last=False)
@@ -145,5 +155,5 @@ class EncoderCache:
 
     def stats(self) -> dict[str, float]:
         seen = self.hits + self.misses
-        return {"hit_rate": self.hits / seen if seen else 0.0, "clips": len(self.entries),
-                "megabytes": self.bytes / 2**20}  # fmt: skip
+        hit_rate = self.hits / seen if seen else 0.0
+        return {"hit_rate": hit_rate, "frames": len(self.entries), "megabytes": self.bytes / 2**20}
