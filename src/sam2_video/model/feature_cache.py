@@ -75,10 +75,13 @@ def _share_position_encodings(out: Encoded) -> Encoded:
 
 def _join(parts: list[torch.Tensor]) -> torch.Tensor:
     """torch.cat along dim 0, except that per-frame copies of one shared tensor (see
-    _share_position_encodings) stay one shared tensor instead of being copied out."""
+    _share_position_encodings, EncoderCache._intern) stay one shared tensor instead of
+    being copied out."""
     first = parts[0]
-    shared = all(p.stride(0) == 0 for p in parts) and all(
-        torch.equal(p[:1], first[:1]) for p in parts[1:]
+    interned = first.shape[0] == 1 and all(p is first for p in parts)
+    shared = interned or (
+        all(p.stride(0) == 0 for p in parts)
+        and all(torch.equal(p[:1], first[:1]) for p in parts[1:])
     )
     if shared:
         return first[:1].expand(sum(p.shape[0] for p in parts), *first.shape[1:])
@@ -122,6 +125,7 @@ class EncoderCache:
         self.entries: OrderedDict[str, Encoded] = OrderedDict()
         self.bytes = 0
         self.hits = self.misses = 0
+        self.position_encodings: dict[tuple[int, ...], torch.Tensor] = {}  # by shape
 
     def encode(
         self, model: torch.nn.Module, images: torch.Tensor, keys: list[tuple[str, ...] | None]
@@ -143,7 +147,7 @@ class EncoderCache:
             self.entries.move_to_end(key)
             return self.entries[key]
         self.misses += 1
-        out = encode_clip(model, frame)
+        out = self._intern(encode_clip(model, frame))
         size = _nbytes(out)
         if size <= self.max_bytes:
             self.entries[key] = out
@@ -152,6 +156,16 @@ class EncoderCache:
                 _, dropped = self.entries.popitem(last=False)
                 self.bytes -= _nbytes(dropped)
         return out
+
+    def _intern(self, out: Encoded) -> Encoded:
+        """A frame's position encodings replaced by the first equal one seen (SAM2's sine
+        encodings depend on the feature-map shape only: one copy serves every frame).
+        Checked, not assumed, so another encoder stays correct."""
+        shared = []
+        for pe in out["vision_pos_enc"]:  # (1, C, H, W)
+            known = self.position_encodings.setdefault(tuple(pe.shape), pe)
+            shared.append(known if torch.equal(known, pe) else pe)
+        return {**out, "vision_pos_enc": shared}
 
     def stats(self) -> dict[str, float]:
         seen = self.hits + self.misses
