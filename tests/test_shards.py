@@ -19,76 +19,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from coco_rle import compressed_rle, uncompressed_rle
 from PIL import Image
 from pycocotools import mask as mask_utils
-from stored import shard_params, store
+from stored import make_images, make_videos, shard_params, store, write_coco
 
 from sam2_video.data import shards
-from sam2_video.data.sources import coco_images, coco_video
+from sam2_video.data.sources import coco_video
 
 TESTS = Path(__file__).parent
 
 
 # ---------------------------------------------------------------------------- data on disk
-
-
-def _photo(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """(H, W, 3) uint8 that compresses like a photo: smooth shapes, edges, mild noise."""
-    yy, xx = np.mgrid[:height, :width] / max(height, width)
-    base = np.stack([np.sin(6 * xx + c) + np.cos(5 * yy - 2 * c) for c in range(3)], -1)
-    for _ in range(6):
-        cy, cx, r = rng.uniform(0, 1, 3) * [height, width, max(height, width) / 4]
-        disc = (np.mgrid[:height, :width][0] - cy) ** 2 + (np.mgrid[:height, :width][1] - cx) ** 2
-        base[disc <= r * r] += rng.uniform(-1, 1, 3)
-    noise = rng.normal(0, 0.03, (height, width, 3))
-    return np.clip((base + noise + 2) * 60, 0, 255).astype(np.uint8)
-
-
-def _object_masks(t: int, height: int, width: int) -> list[np.ndarray]:
-    """Three objects of frame t: a moving box, a disc, a box that leaves after frame 2."""
-    yy, xx = np.mgrid[:height, :width]
-    box = (abs(yy - height // 3) < height // 6) & (abs(xx - width // 4 - 3 * t) < width // 8)
-    disc = (yy - height // 2) ** 2 + (xx - 2 * width // 3) ** 2 <= (height // 5) ** 2
-    late = np.zeros((height, width), bool)
-    if t <= 2:
-        late[-height // 4 :, : width // 5] = True
-    return [box, disc, late]
-
-
-def _write_coco(root: Path, videos: int, frames: int, size=(240, 320), video_ids=True) -> Path:
-    """JPEG frames (quality 90) and a COCO JSON with RLE (both kinds) and polygons."""
-    rng = np.random.default_rng(0)
-    height, width = size
-    images, anns = [], []
-    for v in range(videos):
-        for t in range(frames):
-            name = f"v{v}/{t:05d}.jpg"
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(_photo(rng, height, width)).save(root / name, quality=90)
-            image = {"id": len(images) + 1, "file_name": name, "height": height, "width": width}
-            if video_ids:
-                image |= {"video_id": v, "order_in_video": t}
-            images.append(image)
-            for k, mask in enumerate(_object_masks(t, height, width)):
-                if not mask.any():
-                    continue
-                segm = compressed_rle(mask) if k != 1 else uncompressed_rle(mask)
-                anns.append({"id": len(anns) + 1, "image_id": image["id"], "category_id": 1,
-                             "segmentation": segm, "track_id": k + 1, "iscrowd": 0})  # fmt: skip
-    coco = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "x"}]}
-    (root / "annotations.json").write_text(json.dumps(coco), encoding="utf-8")
-    return root / "annotations.json"
-
-
-def _videos(root: Path, videos: int = 2, frames: int = 6, **kw) -> list:
-    path = _write_coco(root, videos, frames, **kw)
-    return coco_video.load_coco_videos(path, root)
-
-
-def _images(root: Path, count: int = 4, **kw) -> list:
-    path = _write_coco(root, count, 1, video_ids=False, **kw)
-    return coco_images.load_coco_images(path, root)
 
 
 def _members(shard: Path) -> dict[str, bytes]:
@@ -104,7 +45,7 @@ def _digests(directory: Path) -> dict[str, bytes]:
 
 
 def test_tar_layout_read_independently(tmp_path: Path) -> None:
-    videos = _videos(tmp_path / "raw")
+    videos = make_videos(tmp_path / "raw")
     store(videos, tmp_path / "split", clip_length=4, sources_per_shard=1, max_side=10_000)
     shard = tmp_path / "split" / "shard-00000.tar"
     with tarfile.open(shard) as tar:
@@ -129,7 +70,7 @@ def test_tar_layout_read_independently(tmp_path: Path) -> None:
 def test_stored_masks_equal_pycocotools_decoding(tmp_path: Path, max_side: int) -> None:
     """Each object on each frame: the stored RLE, decoded by pycocotools, against the
     annotation decoded by pycocotools (and resized by pixel-centre sampling): IoU >= 0.98."""
-    path = _write_coco(tmp_path / "raw", 1, 5)
+    path = write_coco(tmp_path / "raw", 1, 5)
     (video,) = coco_video.load_coco_videos(path, tmp_path / "raw")
     store([video], tmp_path / "split", clip_length=2, max_side=max_side)
     meta = json.loads(_members(tmp_path / "split" / "shard-00000.tar")["0/meta.json"])
@@ -148,7 +89,7 @@ def test_stored_masks_equal_pycocotools_decoding(tmp_path: Path, max_side: int) 
 
 
 def test_resized_frames_are_jpegs_at_the_stated_quality(tmp_path: Path) -> None:
-    videos = _videos(tmp_path / "raw", videos=1, frames=2)
+    videos = make_videos(tmp_path / "raw", videos=1, frames=2)
     store(videos, tmp_path / "split", clip_length=2, max_side=160, jpeg_quality=77)
     members = _members(tmp_path / "split" / "shard-00000.tar")
     source = Image.open(videos[0].frame_paths[1]).convert("RGB")
@@ -159,7 +100,9 @@ def test_resized_frames_are_jpegs_at_the_stated_quality(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["video", "images"])
 def test_shards_stay_near_the_source_bytes_at_source_size(tmp_path: Path, kind: str) -> None:
-    sources = _videos(tmp_path / "raw", 2, 8) if kind == "video" else _images(tmp_path / "raw", 8)
+    sources = (
+        make_videos(tmp_path / "raw", 2, 8) if kind == "video" else make_images(tmp_path / "raw", 8)
+    )
     store(sources, tmp_path / "split", clip_length=4, max_side=10_000)
     source_bytes = sum(s.frame_path(t).stat().st_size for s in sources for t in range(s.num_frames))
     shard_bytes = sum(p.stat().st_size for p in (tmp_path / "split").glob("*.tar"))
@@ -169,7 +112,7 @@ def test_shards_stay_near_the_source_bytes_at_source_size(tmp_path: Path, kind: 
 
 
 def test_shards_are_byte_identical_for_one_and_two_workers(tmp_path: Path) -> None:
-    videos, images = _videos(tmp_path / "v", 3, 9), _images(tmp_path / "i", 5)
+    videos, images = make_videos(tmp_path / "v", 3, 9), make_images(tmp_path / "i", 5)
     for name, sources in (("videos", videos), ("images", images)):
         built = []
         for workers in (1, 2):
@@ -183,7 +126,7 @@ def test_shards_are_byte_identical_for_one_and_two_workers(tmp_path: Path) -> No
 
 
 def test_bad_image_fails_the_build_and_keeps_the_previous_split(tmp_path: Path) -> None:
-    videos = _videos(tmp_path / "raw")
+    videos = make_videos(tmp_path / "raw")
     out = tmp_path / "split"
     store(videos, out, clip_length=3)
     before = _digests(out)
@@ -196,7 +139,7 @@ def test_bad_image_fails_the_build_and_keeps_the_previous_split(tmp_path: Path) 
 
 
 def test_duplicate_source_names_are_refused(tmp_path: Path) -> None:
-    (video,) = _videos(tmp_path / "raw", videos=1)
+    (video,) = make_videos(tmp_path / "raw", videos=1)
     with pytest.raises(ValueError, match="source name '0' occurs twice"):
         store([video, video], tmp_path / "split", clip_length=3)
 
@@ -221,7 +164,7 @@ shards.build_split(slow, Path(sys.argv[2]), shard_params(clip_length=2, sources_
 
 
 def test_a_killed_build_leaves_no_shard_that_looks_complete(tmp_path: Path) -> None:
-    videos = _videos(tmp_path / "raw", videos=4, frames=3)
+    videos = make_videos(tmp_path / "raw", videos=4, frames=3)
     out = tmp_path / "split"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), *sys.path]))
     cmd = [sys.executable, "-c", _SLOW_BUILD, str(tmp_path / "raw"), str(out)]
@@ -243,7 +186,7 @@ def test_reader_errors_name_the_file_and_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="run the shard stage"):
         shards.ShardReader(tmp_path / "nothing")
     out = tmp_path / "split"
-    store(_videos(tmp_path / "raw"), out, clip_length=3, sources_per_shard=1)
+    store(make_videos(tmp_path / "raw"), out, clip_length=3, sources_per_shard=1)
     manifest = json.loads((out / "manifest.json").read_text())
     shard = out / "shard-00001.tar"
     shard.write_bytes(shard.read_bytes()[:-1024])
@@ -284,7 +227,7 @@ def _check_in_child(reader: shards.ShardReader, expected: list[str]) -> None:
 
 @pytest.mark.slow
 def test_reader_works_in_forked_and_spawned_workers(tmp_path: Path) -> None:
-    reader = store(_videos(tmp_path / "raw"), tmp_path / "split", clip_length=3, stride=2)
+    reader = store(make_videos(tmp_path / "raw"), tmp_path / "split", clip_length=3, stride=2)
     expected = [_clip_digest(reader, k) for k in range(len(reader))]  # parent opens handles
     child = multiprocessing.get_context("fork").Process(
         target=_check_in_child, args=(reader, expected)
