@@ -170,4 +170,8 @@ class EncoderCache:
     def stats(self) -> dict[str, float]:
         seen = self.hits + self.misses
         hit_rate = self.hits / seen if seen else 0.0
-        return {"hit_rate": hit_rate, "frames": len(self.entries), "megabytes": self.bytes / 2**20}
+        return {
+            "hit_rate": hit_rate,
+            "cached_frames": len(self.entries),
+            "megabytes": self.bytes / 2**20,
+        }

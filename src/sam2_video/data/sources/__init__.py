@@ -37,3 +37,17 @@ class Source(Protocol):
     def frame_masks(self, index: int) -> dict[int, np.ndarray]:
         """object id -> (H, W) bool mask of frame `index` at source resolution; an object
         not annotated there is left out. Bad masks raise ValueError naming file and field."""
+
+
+class VideoFiles:
+    """What every video source shares: its frames are the image files `frame_paths`."""
+
+    still = False
+    frame_paths: tuple[Path, ...]
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frame_paths)
+
+    def frame_path(self, index: int) -> Path:
+        return self.frame_paths[index]

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from sam2_video.data.sources import validate
+from sam2_video.data.sources import VideoFiles, validate
 from sam2_video.data.sources.frames import file_safe_name
 from sam2_video.data.sources.masks import decode_segmentation
 from sam2_video.files import read_json
@@ -43,7 +43,7 @@ def annotation_masks(
 
 
 @dataclass(frozen=True)
-class CocoVideo:
+class CocoVideo(VideoFiles):
     """One video of a COCO JSON (a `Source`); masks stay encoded until they are stored.
 
     frame_sizes are (H, W) as the JSON states; frame_objects[t] lists (object id,
@@ -56,14 +56,6 @@ class CocoVideo:
     frame_sizes: tuple[tuple[int, int], ...]
     frame_image_ids: tuple[int, ...]
     frame_objects: tuple[tuple[ObjectAnnotation, ...], ...] = field(repr=False)
-    still = False
-
-    @property
-    def num_frames(self) -> int:
-        return len(self.frame_paths)
-
-    def frame_path(self, index: int) -> Path:
-        return self.frame_paths[index]
 
     def frame_size(self, index: int) -> tuple[int, int]:
         return self.frame_sizes[index]

@@ -15,24 +15,17 @@ import numpy as np
 from PIL import Image
 
 from sam2_video.data.davis import FRAME_SUFFIXES, VOID_INDEX, read_palette_png
+from sam2_video.data.sources import VideoFiles
 
 
 @dataclass(frozen=True)
-class DavisVideo:
+class DavisVideo(VideoFiles):
     """One video folder pair (a `Source`); pixels stay on disk until they are stored."""
 
     name: str
     frame_paths: tuple[Path, ...]  # JPEGs in frame order
     annotation_paths: tuple[Path, ...]  # the palette PNG of each frame (same stem)
     frame_size_hw: tuple[int, int]  # (H, W) of every frame
-    still = False
-
-    @property
-    def num_frames(self) -> int:
-        return len(self.frame_paths)
-
-    def frame_path(self, index: int) -> Path:
-        return self.frame_paths[index]
 
     def frame_size(self, index: int) -> tuple[int, int]:
         return self.frame_size_hw

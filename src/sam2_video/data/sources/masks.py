@@ -122,8 +122,9 @@ def check_compressed_counts(counts: str | bytes, height: int, width: int) -> Non
 def decode_segmentation(segm: Any, height: int, width: int) -> np.ndarray:
     """(H, W) bool mask of a COCO segmentation: compressed/uncompressed RLE or polygons.
 
-    Decoded by pycocotools, one annotation at a time (clips go through segmentation_runs
-    and resize_runs instead, which never decode a mask at full resolution).
+    Decoded by pycocotools after the structural checks (and, for a compressed string,
+    after checking its runs: pycocotools would read past a short one). ValueError names
+    the field and the problem.
     """
     problem = segmentation_problem(segm, height, width)
     if problem:
