@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -175,7 +174,7 @@ def bench_bytes(ann_path: Path, image_dir: Path, work: Path) -> dict[str, float]
 # ---------------------------------------------------------------------------- (b, c) reading
 
 
-class _Draws(torch.utils.data.Dataset):
+class _Draws:
     """Item k: a training clip of source k % num_sources (generator of k), as tensors (the
     DataLoader hands tensors back through shared memory, as the training batches)."""
 
@@ -185,12 +184,16 @@ class _Draws(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.count
 
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, k: int) -> tuple:
+        import torch
+
         clip = self.reader.training_clip(k % self.reader.num_sources, np.random.default_rng(k))
         return torch.from_numpy(clip.frames), torch.from_numpy(clip.masks)
 
 
 def clips_per_second(reader: shards.ShardReader, count: int) -> float:
+    import torch  # here only: the build's RSS children must not carry torch
+
     loader = torch.utils.data.DataLoader(
         _Draws(reader, count), batch_size=None, num_workers=LOADER_WORKERS
     )

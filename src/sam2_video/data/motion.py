@@ -65,20 +65,32 @@ def _invert_affine(matrix: np.ndarray) -> np.ndarray:
     return np.concatenate([inverse_linear, -inverse_linear @ matrix[:2, 2:3]], axis=1)
 
 
+def _source_pixels(inverse: np.ndarray, height: int, width: int) -> tuple[np.ndarray, ...]:
+    """(H, W) flat source index of each output pixel (0 where outside), and whether it lies
+    inside the source: floor(inverse @ (x + 0.5, y + 0.5)), a row term plus a column term."""
+    ys, xs = np.arange(height) + 0.5, np.arange(width) + 0.5
+    cols = np.floor(np.add.outer(inverse[0, 1] * ys, inverse[0, 0] * xs) + inverse[0, 2])
+    rows = np.floor(np.add.outer(inverse[1, 1] * ys, inverse[1, 0] * xs) + inverse[1, 2])
+    inside = (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)  # (H, W)
+    return np.where(inside, rows * width + cols, 0).astype(np.intp), inside
+
+
 def warp_masks(masks: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """(O, H, W) bool warped by the forward affine `matrix`; outside the source is False.
 
     Output pixel (x, y) takes source pixel floor(inverse @ (x + 0.5, y + 0.5)), the
-    pixel-centre rule of PIL's NEAREST, in one gather for all objects.
+    pixel-centre rule of PIL's NEAREST. Eight objects at a time travel as the bits of one
+    byte, so a pixel is gathered once for all of them.
     """
-    _, height, width = masks.shape
-    inverse = _invert_affine(matrix)
-    ys, xs = np.mgrid[0:height, 0:width] + 0.5
-    cols = np.floor(inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]).astype(np.int64)
-    rows = np.floor(inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]).astype(np.int64)
-    inside = (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)  # (H, W)
-    warped = np.zeros_like(masks)
-    warped[:, inside] = masks[:, rows[inside], cols[inside]]
+    count, height, width = masks.shape
+    flat, inside = _source_pixels(_invert_affine(matrix), height, width)
+    warped = np.empty_like(masks)
+    for first in range(0, count, 8):
+        group = masks[first : first + 8]
+        bits = np.packbits(group, axis=0, bitorder="little")[0].reshape(-1)  # (H * W,)
+        taken = (bits[flat] * inside)[None]  # (1, H, W) uint8
+        unpacked = np.unpackbits(taken, axis=0, count=len(group), bitorder="little")
+        warped[first : first + len(group)] = unpacked.view(bool)
     return warped
 
 
@@ -153,12 +165,15 @@ def draw_frame_affines(
 def jitter_colours(
     rgb: np.ndarray, brightness: float, contrast: float, saturation: float
 ) -> np.ndarray:
-    """(H, W, 3) uint8 with colour factors applied (1.0 = unchanged), torchvision's formulas."""
-    image = rgb.astype(np.float32) * brightness
-    gray_mean = float((image @ _GRAY_WEIGHTS).mean())
-    image = (image - gray_mean) * contrast + gray_mean
-    gray = (image @ _GRAY_WEIGHTS)[..., None]  # (H, W, 1)
-    image = (image - gray) * saturation + gray
+    """(H, W, 3) uint8 with colour factors applied (1.0 = unchanged), torchvision's formulas:
+    brightness x * b, contrast (x - mean grey) * c + mean grey, saturation (x - grey) * s +
+    grey. The grey weights sum to 1, so the three fold into one scale of the pixel plus a
+    term of its grey (one pass over the image instead of one per step)."""
+    gray = rgb.astype(np.float32) @ _GRAY_WEIGHTS  # (H, W)
+    scale = brightness * contrast
+    offset = float(gray.mean()) * brightness * (1 - contrast)
+    image = rgb.astype(np.float32) * (saturation * scale)
+    image += ((1 - saturation) * scale * gray + offset)[..., None]
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 

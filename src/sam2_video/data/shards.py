@@ -427,29 +427,29 @@ class StoredSource:
 
     def frames(self, indices: Sequence[int]) -> np.ndarray:
         """(T, h, w, 3) uint8 RGB of frames `indices`."""
-        frames = []
-        for index in indices:
+        out = np.empty((len(indices), *self.size, 3), dtype=np.uint8)
+        for t, index in enumerate(indices):
             info = self._entry.frames[index]
             with Image.open(io.BytesIO(self._read(info))) as image:
-                rgb = np.asarray(image.convert("RGB"))  # (h, w, 3)
-            if rgb.shape[:2] != self.size:
-                raise ValueError(f"{info.name}: not {self.size} (HxW): re-run the shard stage")
-            frames.append(rgb)
-        return np.stack(frames)
+                if (image.height, image.width) != self.size:
+                    raise ValueError(f"{info.name}: not {self.size} (HxW): re-run the shard stage")
+                out[t] = image if image.mode == "RGB" else image.convert("RGB")
+        return out
 
     def masks(self, indices: Sequence[int], object_ids: Sequence[int]) -> np.ndarray:
         """(T, O, h, w) bool masks of `object_ids` on frames `indices` (empty where absent)."""
         out = np.zeros((len(indices), len(object_ids), *self.size), dtype=bool)
+        where, rles = [], []  # (t, k) and RLE of every mask present, decoded in one call
         for t, index in enumerate(indices):
-            present = [
-                (k, self._rles[index][str(oid)])
-                for k, oid in enumerate(object_ids)
-                if str(oid) in self._rles[index]
-            ]
-            if present:
-                rles = [{"size": list(self.size), "counts": c.encode()} for _, c in present]
-                decoded = mask_utils.decode(rles)  # (h, w, K) uint8
-                out[t, [k for k, _ in present]] = decoded.transpose(2, 0, 1).astype(bool)
+            for k, object_id in enumerate(object_ids):
+                counts = self._rles[index].get(str(object_id))
+                if counts is not None:
+                    where.append((t, k))
+                    rles.append({"size": list(self.size), "counts": counts.encode()})
+        if rles:
+            decoded = mask_utils.decode(rles).transpose(2, 0, 1)  # (N, h, w) uint8
+            frames, objects = zip(*where, strict=True)
+            out[list(frames), list(objects)] = decoded.view(bool)
         return out
 
 
