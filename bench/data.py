@@ -240,7 +240,8 @@ def bench_default_reading(videos: Sequence[coco_video.CocoVideo], work: Path) ->
     with shards.ShardReader(_built(videos, work / "default", DEFAULT)) as reader:
         items = [(by_name[n.rsplit("__", 1)[0]], int(n.rsplit("__", 1)[1])) for n in reader.names]
         first = seed_item(*items[0], DEFAULT.clip_length, DEFAULT.max_side)
-        if not np.array_equal(np.stack([rgb for rgb, _ in first]), reader[0].frames):
+        difference = np.abs(np.stack([rgb for rgb, _ in first]) - reader[0].frames.astype(int))
+        if difference.mean() > 2:  # the stored frames are JPEGs re-encoded at 128 px
             raise RuntimeError("seed-style reading and shards disagree on clip 0's frames")
         seconds = _best_seconds(
             {
