@@ -78,7 +78,9 @@ class EncodedFrame:
     source_bytes: int  # the source file's size
 
 
-def encode_image(path: Path, expected: tuple[int, int], max_side: int, quality: int):
+def encode_image(
+    path: Path, expected: tuple[int, int], max_side: int, quality: int
+) -> tuple[bytes, str, tuple[int, int]]:
     """(bytes, suffix) of an image file at its stored size: the file's own bytes when it
     needs no resize and is a JPEG or PNG, else re-encoded; and the stored (h, w)."""
     image = open_image(path)
@@ -195,10 +197,14 @@ class _InOrder:
             yield self.pending.popleft().result()
 
 
+def _too_short(source: Source, clip_length: int) -> bool:
+    return not source.still and source.num_frames < clip_length
+
+
 def _tasks(sources: Sequence[Source], p: ShardParams) -> Iterator[tuple[int, range]]:
     """(source index, frames) of every task, sources shorter than a clip left out."""
     for index, source in enumerate(sources):
-        if source.still or source.num_frames >= p.clip_length:
+        if not _too_short(source, p.clip_length):
             for first in range(0, source.num_frames, FRAMES_PER_TASK):
                 yield index, range(first, min(first + FRAMES_PER_TASK, source.num_frames))
 
@@ -210,7 +216,7 @@ def _stored_sources(
     results = _results(_InOrder(pool, p, ahead), sources, _tasks(sources, p))
     for source in sources:
         _check_name(source.name)
-        if not source.still and source.num_frames < p.clip_length:
+        if _too_short(source, p.clip_length):
             yield _Stored(source.name, None, SKIP_SHORT_VIDEO)
             continue
         frames: list[EncodedFrame] = []
