@@ -17,7 +17,8 @@ def _images(clips: int, frames: int = 3, seed: int = 0) -> torch.Tensor:
 
 
 def _keys(*clips: str, frames: int = 3) -> list[tuple[str, ...]]:
-    return [tuple(f"{clip}/{t}" for t in range(frames)) for clip in clips]
+    """Frame keys of clips that are windows of a video each (`Clip.frame_keys`)."""
+    return [tuple(f"{clip}/{t:05d}" for t in range(frames)) for clip in clips]
 
 
 def _flat(encoded) -> list[torch.Tensor]:
@@ -30,10 +31,10 @@ def test_a_hit_returns_exactly_what_a_miss_computed_in_batch_order(tiny_model):
     cache = EncoderCache(max_bytes=2**30)
     first = cache.encode(tiny_model, images, _keys("a", "b"))
     again = cache.encode(tiny_model, images, _keys("a", "b"))
-    assert (cache.hits, cache.misses) == (6, 6)
+    assert (cache.hits, cache.misses) == (2, 2)
     for x, y in zip(_flat(first), _flat(again), strict=True):
         assert torch.equal(x, y)
-    # clip-major order, as images.flatten(0, 1); per-frame batches equal one big batch
+    # clip-major order, as images.flatten(0, 1); per-clip batches equal one big batch
     with torch.no_grad():
         whole = tiny_model.image_encoder(images.flatten(0, 1))
     for x, y in zip(_flat(first), _flat(whole), strict=True):
@@ -41,39 +42,39 @@ def test_a_hit_returns_exactly_what_a_miss_computed_in_batch_order(tiny_model):
     assert not first["vision_features"].requires_grad
 
 
-def test_least_recently_used_frame_is_dropped_at_the_byte_limit(tiny_model):
-    images = _images(1, frames=1)
+def test_least_recently_used_clip_is_dropped_at_the_byte_limit(tiny_model):
+    images = _images(1)
     probe = EncoderCache(max_bytes=2**30)
-    probe.encode(tiny_model, images, [("probe",)])
-    one_frame = probe.bytes
-    # the encoder's outputs, with vision_features (= the last fpn level) counted once
+    probe.encode(tiny_model, images, _keys("probe"))
+    one_clip = probe.bytes
+    # the encoder's outputs, with vision_features (= the last fpn level) and all frames'
+    # equal position encodings counted once
     enc = encode_clip(tiny_model, images[0])
     fpn = sum(t.numel() * 4 for t in enc["backbone_fpn"])
-    pos = sum(t.numel() * 4 for t in enc["vision_pos_enc"])
-    assert one_frame == fpn + pos
-    cache = EncoderCache(max_bytes=2 * one_frame)
-    for key in ("a", "b", "a", "c"):  # "a" is used again, so "b" is the oldest when "c" comes
-        cache.encode(tiny_model, images, [(key,)])
-    assert list(cache.entries) == ["a", "c"]
-    assert cache.bytes == 2 * one_frame
+    pos = sum(t[:1].numel() * 4 for t in enc["vision_pos_enc"])
+    assert one_clip == fpn + pos
+    cache = EncoderCache(max_bytes=2 * one_clip)
+    for name in ("a", "b", "a", "c"):  # "a" is used again, so "b" is the oldest when "c" comes
+        cache.encode(tiny_model, images, _keys(name))
+    assert list(cache.entries) == [*_keys("a"), *_keys("c")]
+    assert cache.bytes == 2 * one_clip
     assert (cache.hits, cache.misses) == (1, 3)
     assert cache.stats()["hit_rate"] == 0.25
 
-    too_small = EncoderCache(max_bytes=one_frame - 1)  # nothing fits: compute, keep nothing
-    too_small.encode(tiny_model, images, [("a",)])
+    too_small = EncoderCache(max_bytes=one_clip - 1)  # nothing fits: compute, keep nothing
+    too_small.encode(tiny_model, images, _keys("a"))
     assert too_small.entries == {} and too_small.bytes == 0
 
 
 def test_clips_without_frame_keys_are_encoded_every_time_and_not_kept(tiny_model):
     images = _images(2)
     cache = EncoderCache(max_bytes=2**30)
-    first = cache.encode(tiny_model, images, [None, _keys("b")[0]])
-    cache.encode(tiny_model, images, [None, _keys("b")[0]])
-    assert (cache.hits, cache.misses) == (3, 3) and len(cache.entries) == 3  # b's frames only
-    with torch.no_grad():
-        whole = tiny_model.image_encoder(images.flatten(0, 1))
-    for x, y in zip(_flat(first), _flat(whole), strict=True):
-        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
+    keys = [None, *_keys("b")]
+    first = cache.encode(tiny_model, images, keys)
+    again = cache.encode(tiny_model, images, keys)
+    assert (cache.hits, cache.misses) == (1, 1) and list(cache.entries) == _keys("b")
+    for x, y in zip(_flat(first), _flat(again), strict=True):
+        assert torch.equal(x, y)
 
 
 def test_track_on_cached_encoder_output_equals_track_encoding_itself(tiny_model):
@@ -83,7 +84,7 @@ def test_track_on_cached_encoder_output_equals_track_encoding_itself(tiny_model)
     images, gt = _images(1, frames=4), square_masks(4, 2)
     owners = torch.zeros(2, dtype=torch.long)
     plan, cfg = rollout.Plan(cond_frames=(0,), kind="mask"), rollout.PromptConfig()
-    encoded = EncoderCache(2**30).encode(tiny_model, images, _keys("clip", frames=4))
+    encoded = EncoderCache(2**30).encode(tiny_model, images, _keys("clip", frames=images.shape[1]))
     with torch.no_grad():
         direct = rollout.track(tiny_model, images, gt, owners, plan, cfg, torch.Generator())
         cached = rollout.track(
@@ -92,7 +93,7 @@ def test_track_on_cached_encoder_output_equals_track_encoding_itself(tiny_model)
     for d, c in zip(direct, cached, strict=True):
         torch.testing.assert_close(d.logits, c.logits, atol=1e-4, rtol=1e-4)
     # the cached dict is read, not modified
-    again = EncoderCache(2**30).encode(tiny_model, images, _keys("clip", frames=4))
+    again = EncoderCache(2**30).encode(tiny_model, images, _keys("clip", frames=images.shape[1]))
     for x, y in zip(encoded[SAM_FPN], again[SAM_FPN], strict=True):
         assert torch.equal(x, y)
 
@@ -104,7 +105,7 @@ def test_frozen_decoder_projections_are_cached_as_forward_image_applies_them(tin
     cache = EncoderCache(max_bytes=2**30)
     first = cache.encode(tiny_model, images, _keys("a", "b"))
     again = cache.encode(tiny_model, images, _keys("a", "b"))
-    assert (cache.hits, cache.misses) == (6, 6) and "backbone_fpn" not in first
+    assert (cache.hits, cache.misses) == (2, 2) and "backbone_fpn" not in first
     with torch.no_grad():
         whole = tiny_model.forward_image(images.flatten(0, 1))  # SAM2's own projection
     d_model = tiny_model.image_encoder.neck.d_model
@@ -113,7 +114,7 @@ def test_frozen_decoder_projections_are_cached_as_forward_image_applies_them(tin
         for x, y, z in zip(first[key], again[key], whole[ref], strict=True):
             assert torch.equal(x, y)
             torch.testing.assert_close(x, z, atol=1e-5, rtol=1e-5)
-    # the position encodings of all six frames stay one tensor, not a copy per frame
+    # the shared position encodings of the two clips stay one tensor, not a copy per frame
     assert all(pe.stride(0) == 0 for pe in first["vision_pos_enc"])
 
 
@@ -121,7 +122,7 @@ def test_trainable_decoder_projections_get_raw_levels_and_gradients(tiny_model):
     build.set_trainable(tiny_model, ["memory_attention", "sam_mask_decoder"])
     assert encoder_is_frozen(tiny_model) and not projections_are_frozen(tiny_model)
     images = _images(1)
-    encoded = EncoderCache(2**30).encode(tiny_model, images, _keys("clip"))
+    encoded = EncoderCache(2**30).encode(tiny_model, images, _keys("clip", frames=images.shape[1]))
     assert encoded["backbone_fpn"][0].shape[1] == tiny_model.image_encoder.neck.d_model
     feats, _, _ = rollout.image_features(tiny_model, images[0], False, encoded)
     feats[0].sum().backward()  # the decoder reads conv_s0's output, with its graph

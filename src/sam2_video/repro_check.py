@@ -33,8 +33,8 @@ import yaml
 DATA_STAGES = ("fetch", "shard")
 # Metric keys (at any depth) that describe how a run went, not what it produced: wall-clock
 # time, and the encoder feature cache's use (a resumed run starts with an empty cache;
-# "clips" is the name older runs gave its size).
-VOLATILE_METRICS = frozenset({"seconds", "hit_rate", "clips", "cached_frames", "megabytes"})
+# "clips" is the name older runs gave "cached_clips").
+VOLATILE_METRICS = frozenset({"seconds", "hit_rate", "clips", "cached_clips", "megabytes"})
 
 
 @dataclass(frozen=True)

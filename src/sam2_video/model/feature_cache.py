@@ -1,15 +1,18 @@
-"""Frozen image-encoder outputs kept per frame, so later visits skip the encoder.
+"""Frozen image-encoder outputs kept per clip of video frames, so later visits skip the encoder.
 
-While only the memory modules train, the image encoder is frozen: a video frame's encoder
-output is then a pure function of its pixels, which its key names (`Clip.frame_keys`:
-source and frame index). SAM2's trainer recomputes it at every visit anyway; here the
-first visit computes and keeps it and every later visit (the same frame in any window)
-reads it back. Pseudo-video frames are made anew at every visit (a new motion): their
-clips have no keys and are encoded every time, uncached.
+While only the memory modules train, the image encoder is frozen: a clip's encoder output
+is then a pure function of its frames, which their keys name (`Clip.frame_keys`: source
+and frame index), so the key of an entry is the clip's tuple of frame keys (a video
+window). SAM2's trainer recomputes it at every visit anyway; here the first visit computes
+and keeps it and every later visit of the same window reads it back (the default run draws
+each window ~25 times). Pseudo-video frames are made anew at every visit (a new motion):
+their clips have no keys and are encoded every time, uncached.
 
-A keyed frame is always encoded on its own, as a (1, 3, S, S) batch, whether it is cached
-or not: a cache hit returns exactly the tensors a miss would compute, so a resumed run
-(cold cache) trains bit-identically to an uninterrupted one (warm cache).
+Each clip is always encoded on its own, as one (T, 3, S, S) batch, whether it is cached or
+not: a cache hit returns exactly the tensors a miss would compute, so a resumed run (cold
+cache) trains bit-identically to an uninterrupted one (warm cache). (Frames are not cached
+one by one: encoding them singly multiplies the encoder's operator calls by T, and a frame
+encoded within different batches need not give the same bits.)
 
 When the mask decoder's high-resolution projections (conv_s0/s1) are frozen as well, the
 cache keeps their output instead of the two finest encoder levels (as SAM2Base.forward_image
@@ -75,13 +78,10 @@ def _share_position_encodings(out: Encoded) -> Encoded:
 
 def _join(parts: list[torch.Tensor]) -> torch.Tensor:
     """torch.cat along dim 0, except that per-frame copies of one shared tensor (see
-    _share_position_encodings, EncoderCache._intern) stay one shared tensor instead of
-    being copied out."""
+    _share_position_encodings) stay one shared tensor instead of being copied out."""
     first = parts[0]
-    interned = first.shape[0] == 1 and all(p is first for p in parts)
-    shared = interned or (
-        all(p.stride(0) == 0 for p in parts)
-        and all(torch.equal(p[:1], first[:1]) for p in parts[1:])
+    shared = all(p.stride(0) == 0 for p in parts) and all(
+        torch.equal(p[:1], first[:1]) for p in parts[1:]
     )
     if shared:
         return first[:1].expand(sum(p.shape[0] for p in parts), *first.shape[1:])
@@ -114,40 +114,37 @@ def encode_clip(model: torch.nn.Module, frames: torch.Tensor) -> Encoded:
 
 
 class EncoderCache:
-    """Least-recently-used encoder outputs by frame key, at most `max_bytes` in all.
+    """Least-recently-used encoder outputs by clip frame keys, at most `max_bytes` in all.
 
-    Only for a frozen encoder: the caller guarantees that a key always stands for the
-    same pixels.
+    Only for a frozen encoder: the caller guarantees that a frame key always stands for
+    the same pixels.
     """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self.entries: OrderedDict[str, Encoded] = OrderedDict()
+        self.entries: OrderedDict[tuple[str, ...], Encoded] = OrderedDict()
         self.bytes = 0
         self.hits = self.misses = 0
-        self.position_encodings: dict[tuple[int, ...], torch.Tensor] = {}  # by shape
 
     def encode(
         self, model: torch.nn.Module, images: torch.Tensor, keys: list[tuple[str, ...] | None]
     ) -> Encoded:
         """Encoder output for (B, T, 3, S, S) images whose clips' frames have `keys` (None:
-        a clip encoded as one batch, uncached), as for images.flatten(0, 1)."""
-        outputs = []
-        for frames, frame_keys in zip(images, keys, strict=True):
-            if frame_keys is None:
-                outputs.append(_share_position_encodings(encode_clip(model, frames)))
-                continue
-            pairs = zip(frames, frame_keys, strict=True)
-            outputs += [self._frame(model, frame[None], key) for frame, key in pairs]
-        return concat(outputs)
+        not cached), as for images.flatten(0, 1)."""
+        pairs = zip(images, keys, strict=True)
+        return concat([self._clip(model, frames, frame_keys) for frames, frame_keys in pairs])
 
-    def _frame(self, model: torch.nn.Module, frame: torch.Tensor, key: str) -> Encoded:
+    def _clip(
+        self, model: torch.nn.Module, frames: torch.Tensor, key: tuple[str, ...] | None
+    ) -> Encoded:
+        if key is None:
+            return _share_position_encodings(encode_clip(model, frames))
         if key in self.entries:
             self.hits += 1
             self.entries.move_to_end(key)
             return self.entries[key]
         self.misses += 1
-        out = self._intern(encode_clip(model, frame))
+        out = _share_position_encodings(encode_clip(model, frames))
         size = _nbytes(out)
         if size <= self.max_bytes:
             self.entries[key] = out
@@ -157,21 +154,11 @@ class EncoderCache:
                 self.bytes -= _nbytes(dropped)
         return out
 
-    def _intern(self, out: Encoded) -> Encoded:
-        """A frame's position encodings replaced by the first equal one seen (SAM2's sine
-        encodings depend on the feature-map shape only: one copy serves every frame).
-        Checked, not assumed, so another encoder stays correct."""
-        shared = []
-        for pe in out["vision_pos_enc"]:  # (1, C, H, W)
-            known = self.position_encodings.setdefault(tuple(pe.shape), pe)
-            shared.append(known if torch.equal(known, pe) else pe)
-        return {**out, "vision_pos_enc": shared}
-
     def stats(self) -> dict[str, float]:
         seen = self.hits + self.misses
         hit_rate = self.hits / seen if seen else 0.0
         return {
             "hit_rate": hit_rate,
-            "cached_frames": len(self.entries),
+            "cached_clips": len(self.entries),
             "megabytes": self.bytes / 2**20,
         }
