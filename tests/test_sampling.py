@@ -10,6 +10,7 @@ import pytest
 from stored import make_images, make_videos, shard_params, store
 
 from sam2_video.data import sampling
+from sam2_video.data.clips import choose_at_most
 from sam2_video.data.loader import StepBatches, batch_indices
 
 
@@ -86,3 +87,17 @@ def test_batches_are_a_function_of_seed_step_and_rank(video_reader) -> None:
     assert all(not other.images.equal(first.images) for other in others)
     indices = batch_indices(video_reader.num_sources, 2, 3, 0, 0, 2)
     assert [name.split("__")[0] for name in first.names] == [str(i) for i in indices]
+
+
+def test_fixed_windows_draw_objects_from_the_source_generator_in_window_order(video_reader):
+    """As the clip shards of format 2 drew them: one generator per source, window after
+    window, so the validation clips are the ones earlier runs scored."""
+    p = video_reader.params
+    for index in range(video_reader.num_sources):
+        source = video_reader.source(index)
+        rng = sampling.source_rng(p.seed, index)
+        for k, name in enumerate(video_reader.names):
+            if name.startswith(f"{index}__"):
+                start = int(name.split("__")[1])
+                expected = choose_at_most(source.eligible[start], p.max_objects, rng)
+                assert video_reader[k].object_ids == tuple(expected)

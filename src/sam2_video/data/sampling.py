@@ -7,8 +7,10 @@ drawn at every visit (`motion`). All randomness comes from the generator the cal
 passes, a function of (seed, step, rank) in training.
 
 Fixed clips (validation, evaluation, export): windows every `stride` frames that start on
-a frame with an eligible object, and one pseudo-video per static image, each with the
-generator of (shard.seed, source index, start): every experiment scores the same clips.
+a frame with an eligible object, and one pseudo-video per static image. Their draws come
+from the source's own generator (`source_rng(shard.seed, source index)`), consumed window
+after window as the clip shards of format 2 drew them when they were written: every
+experiment scores the same clips, the same ones earlier runs scored.
 """
 
 from __future__ import annotations
@@ -41,16 +43,21 @@ def clip_name(source: _Indexed, start: int) -> str:
     return source.name if source.still else f"{source.name}__{start:05d}"
 
 
+def source_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator of source `index`: SeedSequence(seed).spawn(n)[index], for any n."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
+
+
+def _fixed_starts(source: _Indexed, p: ShardParams) -> list[int]:
+    if source.still:
+        return [0]
+    starts = window_starts(len(source.eligible), p.clip_length, p.stride)
+    return [start for start in starts if source.eligible[start]]
+
+
 def fixed_clip_starts(sources: Sequence[_Indexed], p: ShardParams) -> list[tuple[int, int]]:
     """(source index, start) of every fixed clip, in source order."""
-    fixed = []
-    for index, source in enumerate(sources):
-        if source.still:
-            fixed.append((index, 0))
-            continue
-        starts = window_starts(len(source.eligible), p.clip_length, p.stride)
-        fixed += [(index, start) for start in starts if source.eligible[start]]
-    return fixed
+    return [(index, start) for index, s in enumerate(sources) for start in _fixed_starts(s, p)]
 
 
 def window_clip(source: StoredSource, start: int, object_ids: Sequence[int], length: int) -> Clip:
@@ -96,8 +103,12 @@ def training_clip(source: StoredSource, p: ShardParams, rng: np.random.Generator
 
 def fixed_clip(source: StoredSource, index: int, start: int, p: ShardParams) -> Clip:
     """The fixed clip of source `index` starting at `start` (`fixed_clip_starts`)."""
-    rng = np.random.default_rng([p.seed, index, start])
+    rng = source_rng(p.seed, index)
     if source.still:
         return still_clip(source, p, rng)
+    for earlier in _fixed_starts(source, p):  # the draws of the source's earlier windows
+        if earlier == start:
+            break
+        choose_at_most(source.eligible[earlier], p.max_objects, rng)
     object_ids = choose_at_most(source.eligible[start], p.max_objects, rng)
     return window_clip(source, start, object_ids, p.clip_length)
