@@ -198,10 +198,11 @@ def our_step(model, sc: Scenario, inp: Inputs, cached: bool) -> Callable[[], dic
     plan = rollout.Plan(cond_frames=(0,), kind=sc.kind, correction_frames=(0,) if sc.clicks else ())
     gen = torch.Generator().manual_seed(0)
     cache = feature_cache.EncoderCache(max_bytes=2**34) if cached else None
-    names = [f"clip{i}" for i in range(sc.clips)]
+    frames_per_clip = inp.images.shape[1]
+    keys = [tuple(f"clip{i}/{t}" for t in range(frames_per_clip)) for i in range(sc.clips)]
 
     def step() -> dict[str, torch.Tensor]:
-        encoded = cache.encode(model, inp.images, names) if cache is not None else None
+        encoded = cache.encode(model, inp.images, keys) if cache is not None else None
         frames = rollout.track(model, inp.images, inp.gt, inp.obj_to_clip, plan, cfg, gen,
                                encoded)  # fmt: skip
         parts = losses.clip_losses(frames, inp.gt, LOSS_WEIGHTS)

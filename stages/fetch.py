@@ -14,7 +14,8 @@ import os
 import shutil
 from pathlib import Path
 
-from sam2_video.data import download, synthetic
+from sam2_video.data import download
+from sam2_video.data.sources import synthetic
 from sam2_video.files import atomic_path, write_json_atomic
 from sam2_video.model.build import tiny_base_weights_path
 from sam2_video.params import FetchParams, load_params

@@ -15,6 +15,7 @@ import torch.distributed as dist
 
 from sam2_video import fit
 from sam2_video.data.clips import Clip
+from sam2_video.data.loader import FixedClips
 from sam2_video.model import build, losses, rollout
 
 
@@ -27,7 +28,8 @@ def make_clips(n: int) -> list[Clip]:
         for t in range(3):
             masks[t, 0, 10 + 2 * t : 30 + 2 * t, 8:28] = True
             masks[t, 1, 36:56, 30 + 3 * t : 50 + 3 * t] = True
-        clips.append(Clip(f"c{i}", frames, masks, (1, 2)))
+        keys = tuple(f"c{i}/{t:05d}" for t in range(3))  # a video's frames: cacheable
+        clips.append(Clip(f"c{i}", frames, masks, (1, 2), keys))
     return clips
 
 
@@ -61,7 +63,7 @@ def main() -> None:
     model = tiny_model()
     clips = make_clips(4)
     s = settings(steps, batch)
-    fit.fit(model, clips, clips[:1], s, Path(checkpoint), None, torch.device("cpu"),
+    fit.fit(model, FixedClips(clips), clips[:1], s, Path(checkpoint), None, torch.device("cpu"),
             s.fingerprint(str(dist.get_world_size() if dist.is_initialized() else 1)))  # fmt: skip
     if not dist.is_initialized() or dist.get_rank() == 0:
         torch.save(fit.trainable_state(model), out)

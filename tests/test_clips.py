@@ -1,24 +1,24 @@
-"""Clip: the checks that keep a malformed clip out of the shards."""
+"""Clip: the checks that keep a malformed clip out of training; window and object choice."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from sam2_video.data.clips import Clip, window_clip, window_starts
+from sam2_video.data.clips import Clip, choose_at_most, window_starts
 
 
 def _arrays(t: int = 3) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros((t, 4, 5, 3), np.uint8), np.zeros((t, 2, 4, 5), bool)
 
 
-def test_source_frames_are_the_clips_consecutive_frame_indices() -> None:
+def test_frame_keys_name_each_frame() -> None:
     frames, masks = _arrays()
-    assert Clip("a", frames, masks, (1, 2), range(4, 7)).source_frames == range(4, 7)
-    assert Clip("a", frames, masks, (1, 2)).source_frames is None  # frames of its own
-    for bad in (range(4, 6), range(4, 10, 2), range(-1, 2)):  # too few, gaps, negative
-        with pytest.raises(ValueError, match="source_frames .* must be 3 consecutive"):
-            Clip("a", frames, masks, (1, 2), bad)
+    keys = ("v/00004", "v/00005", "v/00006")
+    assert Clip("a", frames, masks, (1, 2), keys).frame_keys == keys
+    assert Clip("a", frames, masks, (1, 2)).frame_keys is None  # frames of its own
+    with pytest.raises(ValueError, match="2 frame keys for 3 frames"):
+        Clip("a", frames, masks, (1, 2), keys[:2])
 
 
 def test_masks_must_match_frames_and_ids() -> None:
@@ -34,12 +34,9 @@ def test_window_starts_by_hand() -> None:
     assert window_starts(3, 4, 1) == []
 
 
-def test_window_clip_stacks_masks_and_names_the_window() -> None:
-    rgb = np.zeros((2, 4, 5, 3), np.uint8)
-    seven = np.zeros((4, 5), bool)
-    seven[1, 2] = True
-    clip = window_clip("vid", 6, rgb, [{7: seven}, {9: ~seven}], (7, 9))
-    assert clip.name == "vid__00006" and clip.source_frames == range(6, 8)
-    assert clip.masks.shape == (2, 2, 4, 5) and clip.object_ids == (7, 9)
-    # object 9 is absent on frame 0 and object 7 on frame 1: empty masks there
-    assert [int(m.sum()) for m in clip.masks.reshape(4, -1)] == [1, 0, 0, 19]
+def test_choose_at_most_keeps_all_or_a_sorted_seeded_subset() -> None:
+    assert choose_at_most([9, 3], 3, np.random.default_rng(0)) == [9, 3]
+    picks = [choose_at_most([1, 2, 3, 4, 5], 2, np.random.default_rng(s)) for s in range(20)]
+    assert all(len(p) == 2 and p == sorted(p) and set(p) <= {1, 2, 3, 4, 5} for p in picks)
+    assert len({tuple(p) for p in picks}) > 1  # the generator decides
+    assert picks[3] == choose_at_most([1, 2, 3, 4, 5], 2, np.random.default_rng(3))

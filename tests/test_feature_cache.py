@@ -16,6 +16,11 @@ def _images(clips: int, frames: int = 3, seed: int = 0) -> torch.Tensor:
     return torch.randn((clips, frames, 3, 128, 128), generator=gen)  # (B, T, 3, S, S)
 
 
+def _keys(*clips: str, frames: int = 3) -> list[tuple[str, ...]]:
+    """Frame keys of clips that are windows of a video each (`Clip.frame_keys`)."""
+    return [tuple(f"{clip}/{t:05d}" for t in range(frames)) for clip in clips]
+
+
 def _flat(encoded) -> list[torch.Tensor]:
     return [encoded["vision_features"], *encoded["vision_pos_enc"], *encoded["backbone_fpn"]]
 
@@ -24,8 +29,8 @@ def test_a_hit_returns_exactly_what_a_miss_computed_in_batch_order(tiny_model):
     tiny_model.eval()
     images = _images(2)
     cache = EncoderCache(max_bytes=2**30)
-    first = cache.encode(tiny_model, images, ["a", "b"])
-    again = cache.encode(tiny_model, images, ["a", "b"])
+    first = cache.encode(tiny_model, images, _keys("a", "b"))
+    again = cache.encode(tiny_model, images, _keys("a", "b"))
     assert (cache.hits, cache.misses) == (2, 2)
     for x, y in zip(_flat(first), _flat(again), strict=True):
         assert torch.equal(x, y)
@@ -40,7 +45,7 @@ def test_a_hit_returns_exactly_what_a_miss_computed_in_batch_order(tiny_model):
 def test_least_recently_used_clip_is_dropped_at_the_byte_limit(tiny_model):
     images = _images(1)
     probe = EncoderCache(max_bytes=2**30)
-    probe.encode(tiny_model, images, ["probe"])
+    probe.encode(tiny_model, images, _keys("probe"))
     one_clip = probe.bytes
     # the encoder's outputs, with vision_features (= the last fpn level) and all frames'
     # equal position encodings counted once
@@ -50,15 +55,26 @@ def test_least_recently_used_clip_is_dropped_at_the_byte_limit(tiny_model):
     assert one_clip == fpn + pos
     cache = EncoderCache(max_bytes=2 * one_clip)
     for name in ("a", "b", "a", "c"):  # "a" is used again, so "b" is the oldest when "c" comes
-        cache.encode(tiny_model, images, [name])
-    assert list(cache.entries) == ["a", "c"]
+        cache.encode(tiny_model, images, _keys(name))
+    assert list(cache.entries) == [*_keys("a"), *_keys("c")]
     assert cache.bytes == 2 * one_clip
     assert (cache.hits, cache.misses) == (1, 3)
     assert cache.stats()["hit_rate"] == 0.25
 
     too_small = EncoderCache(max_bytes=one_clip - 1)  # nothing fits: compute, keep nothing
-    too_small.encode(tiny_model, images, ["a"])
+    too_small.encode(tiny_model, images, _keys("a"))
     assert too_small.entries == {} and too_small.bytes == 0
+
+
+def test_clips_without_frame_keys_are_encoded_every_time_and_not_kept(tiny_model):
+    images = _images(2)
+    cache = EncoderCache(max_bytes=2**30)
+    keys = [None, *_keys("b")]
+    first = cache.encode(tiny_model, images, keys)
+    again = cache.encode(tiny_model, images, keys)
+    assert (cache.hits, cache.misses) == (1, 1) and list(cache.entries) == _keys("b")
+    for x, y in zip(_flat(first), _flat(again), strict=True):
+        assert torch.equal(x, y)
 
 
 def test_track_on_cached_encoder_output_equals_track_encoding_itself(tiny_model):
@@ -68,15 +84,16 @@ def test_track_on_cached_encoder_output_equals_track_encoding_itself(tiny_model)
     images, gt = _images(1, frames=4), square_masks(4, 2)
     owners = torch.zeros(2, dtype=torch.long)
     plan, cfg = rollout.Plan(cond_frames=(0,), kind="mask"), rollout.PromptConfig()
-    encoded = EncoderCache(2**30).encode(tiny_model, images, ["clip"])
+    encoded = EncoderCache(2**30).encode(tiny_model, images, _keys("clip", frames=images.shape[1]))
     with torch.no_grad():
         direct = rollout.track(tiny_model, images, gt, owners, plan, cfg, torch.Generator())
-        cached = rollout.track(tiny_model, images, gt, owners, plan, cfg, torch.Generator(),
-                               encoded)  # fmt: skip
+        cached = rollout.track(
+            tiny_model, images, gt, owners, plan, cfg, torch.Generator(), encoded
+        )
     for d, c in zip(direct, cached, strict=True):
         torch.testing.assert_close(d.logits, c.logits, atol=1e-4, rtol=1e-4)
     # the cached dict is read, not modified
-    again = EncoderCache(2**30).encode(tiny_model, images, ["clip"])
+    again = EncoderCache(2**30).encode(tiny_model, images, _keys("clip", frames=images.shape[1]))
     for x, y in zip(encoded[SAM_FPN], again[SAM_FPN], strict=True):
         assert torch.equal(x, y)
 
@@ -86,8 +103,8 @@ def test_frozen_decoder_projections_are_cached_as_forward_image_applies_them(tin
     assert projections_are_frozen(tiny_model)
     images = _images(2)
     cache = EncoderCache(max_bytes=2**30)
-    first = cache.encode(tiny_model, images, ["a", "b"])
-    again = cache.encode(tiny_model, images, ["a", "b"])
+    first = cache.encode(tiny_model, images, _keys("a", "b"))
+    again = cache.encode(tiny_model, images, _keys("a", "b"))
     assert (cache.hits, cache.misses) == (2, 2) and "backbone_fpn" not in first
     with torch.no_grad():
         whole = tiny_model.forward_image(images.flatten(0, 1))  # SAM2's own projection
@@ -105,7 +122,7 @@ def test_trainable_decoder_projections_get_raw_levels_and_gradients(tiny_model):
     build.set_trainable(tiny_model, ["memory_attention", "sam_mask_decoder"])
     assert encoder_is_frozen(tiny_model) and not projections_are_frozen(tiny_model)
     images = _images(1)
-    encoded = EncoderCache(2**30).encode(tiny_model, images, ["clip"])
+    encoded = EncoderCache(2**30).encode(tiny_model, images, _keys("clip", frames=images.shape[1]))
     assert encoded["backbone_fpn"][0].shape[1] == tiny_model.image_encoder.neck.d_model
     feats, _, _ = rollout.image_features(tiny_model, images[0], False, encoded)
     feats[0].sum().backward()  # the decoder reads conv_s0's output, with its graph

@@ -1,6 +1,7 @@
 import pytest
 
 from sam2_video import fit
+from sam2_video.data.loader import FixedClips
 from sam2_video.model import losses, rollout
 
 
@@ -82,30 +83,34 @@ def test_two_process_gloo_ddp_equals_one_process_on_the_same_global_batch(tmp_pa
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     import fit_worker
 
-    class FailingAfter(list):
-        """Clips that raise once `limit` items were read: a crash in the middle of training."""
+    class FailingAfter(FixedClips):
+        """Clips that raise once `limit` were drawn: a crash in the middle of training."""
 
         def __init__(self, clips, limit):
             super().__init__(clips)
             self.left = limit
 
-        def __getitem__(self, i):
+        def training_clip(self, index, rng):
             self.left -= 1
             if self.left < 0:
                 raise RuntimeError("simulated kill")
-            return super().__getitem__(i)
+            return super().training_clip(index, rng)
 
     s = fit_worker.settings(steps=4, batch=2)
     clips = fit_worker.make_clips(4)
     ref = fit_worker.tiny_model()
-    fit.fit(ref, clips, clips[:1], s, tmp_path / "ref.pt", None, torch.device("cpu"), "x")
+    fit.fit(
+        ref, FixedClips(clips), clips[:1], s, tmp_path / "ref.pt", None, torch.device("cpu"), "x"
+    )
     model = fit_worker.tiny_model()
     with pytest.raises(RuntimeError, match="simulated kill"):
         fit.fit(model, FailingAfter(clips, 5), clips[:1], s, tmp_path / "r.pt", None,
                 torch.device("cpu"), "x")  # fmt: skip
     assert torch.load(tmp_path / "r.pt", weights_only=True)["run"]["step"] == 2
     resumed = fit_worker.tiny_model()
-    fit.fit(resumed, clips, clips[:1], s, tmp_path / "r.pt", None, torch.device("cpu"), "x")
+    fit.fit(
+        resumed, FixedClips(clips), clips[:1], s, tmp_path / "r.pt", None, torch.device("cpu"), "x"
+    )
     for k, v in fit.trainable_state(ref).items():
         assert torch.equal(v, fit.trainable_state(resumed)[k]), k
 
@@ -132,7 +137,7 @@ def test_feature_cache_trains_like_encoding_every_step(tmp_path):
     for cache_mb in (0, 64):
         model = fit_worker.tiny_model()
         s = fit_worker.settings(steps=3, batch=2, feature_cache_mb=cache_mb)
-        summary = fit.fit(model, clips, clips[:1], s, tmp_path / f"{cache_mb}.pt", None,
+        summary = fit.fit(model, FixedClips(clips), clips[:1], s, tmp_path / f"{cache_mb}.pt", None,
                           torch.device("cpu"), "x")  # fmt: skip
         results[cache_mb] = (fit.trainable_state(model), summary)
     assert "feature_cache" not in results[0][1]
@@ -169,7 +174,7 @@ def test_fit_on_cuda_updates_the_weights_as_on_cpu(tmp_path):
                               ("cuda_bf16", "cuda", True)):  # fmt: skip
         model = fit_worker.tiny_model()
         s = dataclasses.replace(fit_worker.settings(steps=3, batch=2), amp=amp)
-        summary = fit.fit(model, clips, clips[:1], s, tmp_path / f"{name}.pt", None,
+        summary = fit.fit(model, FixedClips(clips), clips[:1], s, tmp_path / f"{name}.pt", None,
                           torch.device(device), "x")  # fmt: skip
         assert summary["steps"] == 3 and 0.0 <= summary["best_val_jf"] <= 1.0, summary
         assert {p.device.type for p in model.parameters()} == {device}

@@ -1,10 +1,11 @@
-"""Static images -> pseudo-video clips: real PNG files and COCO JSON, against pycocotools."""
+"""Static images -> pseudo-video clips: real PNG files and COCO JSON, stored as shards and
+read back as clips (`sampling.still_clip`), checked against pycocotools."""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
+import tempfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -13,13 +14,19 @@ import pytest
 from coco_rle import compressed_rle, uncompressed_rle
 from PIL import Image
 from pycocotools import mask as mask_utils
+from stored import store
 
-from sam2_video.data import motion, shards
-from sam2_video.data.coco import SKIP_NO_OBJECT
+from sam2_video.data import motion, sampling
+from sam2_video.data.sources import coco_images
+from sam2_video.params import MotionParams
 
 H, W = 60, 80
 BACKGROUND, SQUARE = (30, 60, 200), (220, 40, 40)
-STILL = motion.MotionParams.identity()
+STILL = MotionParams(
+    rotation=0.0, scale=(1.0, 1.0), shear=0.0, translate=0.0, frame_rotation=0.0,
+    frame_scale=(1.0, 1.0), frame_shear=0.0, frame_translate=0.0, crop_area=(1.0, 1.0),
+    brightness=0.0, contrast=0.0, saturation=0.0,
+)  # fmt: skip
 NO_JITTER = {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0}
 
 
@@ -71,16 +78,20 @@ def _square_image(top: int = 20, left: int = 30, side: int = 16) -> np.ndarray:
     return rgb
 
 
-def _one_image(tmp_path: Path, rgb: np.ndarray, annotations: list[dict]) -> motion.StaticImage:
+def _one_image(tmp_path: Path, rgb: np.ndarray, annotations: list[dict]):
     path = _write(tmp_path, {"img/0001.png": rgb}, annotations)
-    (image,) = motion.load_coco_images(path, tmp_path)
+    (image,) = coco_images.load_coco_images(path, tmp_path)
     return image
 
 
-def _clips(image, params=STILL, seed=0, length=4, max_side=None, max_objects=5, on_skip=None):
-    rng = np.random.default_rng(seed)
-    return list(motion.static_image_clips(image, length, max_objects, 0, max_side, params, rng,
-                                          on_skip))  # fmt: skip
+def _clips(image, params=STILL, seed=0, length=4, max_side=10_000, max_objects=5, min_area=0):
+    """The image stored (beside it) and read back as the clip `seed`'s generator draws."""
+    out = Path(tempfile.mkdtemp(dir=image.path.parent)) / "shards"
+    reader = store([image], out, clip_length=length, max_side=max_side,
+                   max_objects=max_objects, min_area=min_area, motion=params)  # fmt: skip
+    if not reader.num_sources:
+        return []
+    return [sampling.still_clip(reader.source(0), reader.params, np.random.default_rng(seed))]
 
 
 def _pycocotools_decode(seg) -> np.ndarray:
@@ -117,13 +128,13 @@ def _shift(array: np.ndarray, dy: int, dx: int, fill) -> np.ndarray:
 # ---------------------------------------------------------------------------- identity motion
 
 
-@pytest.mark.parametrize("max_side", [None, 40])
+@pytest.mark.parametrize("max_side", [10_000, 40])
 def test_identity_motion_gives_resized_image_and_pycocotools_masks(tmp_path, max_side) -> None:
     rgb = _noise()
     segs = [compressed_rle(_disc()), TRIANGLE, uncompressed_rle(_rect(5, 5, 12, 20))]
     image = _one_image(tmp_path, rgb, [_ann(10 + k, s) for k, s in enumerate(segs)])
     (clip,) = _clips(image, max_side=max_side)
-    out_h, out_w = (H, W) if max_side is None else (30, 40)
+    out_h, out_w = (H, W) if max_side == 10_000 else (30, 40)
     resized = np.asarray(Image.fromarray(rgb).resize((out_w, out_h), Image.Resampling.BILINEAR))
     assert clip.name == "img_0001" and clip.object_ids == (10, 11, 12)
     assert clip.frames.shape == (4, out_h, out_w, 3)
@@ -200,7 +211,7 @@ def test_image_and_mask_stay_aligned_under_random_motion(tmp_path, seed) -> None
     square = np.zeros((H, W), dtype=bool)
     square[20:36, 30:46] = True
     image = _one_image(tmp_path, _square_image(), [_ann(1, compressed_rle(square))])
-    params = motion.MotionParams(crop_area=(0.5, 1.0), **NO_JITTER)
+    params = MotionParams(crop_area=(0.5, 1.0), **NO_JITTER)
     (clip,) = _clips(image, params, seed=seed, length=6)
     for t in range(6):
         mask = clip.masks[t, 0]
@@ -235,15 +246,21 @@ def test_object_pushed_outside_has_empty_mask_not_an_error(tmp_path) -> None:
     assert found
 
 
-def test_object_outside_the_first_frame_is_skipped(tmp_path) -> None:
+def test_motion_is_drawn_again_until_an_object_shows_on_the_first_frame(tmp_path) -> None:
     image = _one_image(
         tmp_path, _square_image(20, 0, 8), [_ann(1, compressed_rle(_rect(20, 0, 8, 8)))]
     )
     params = dataclasses.replace(STILL, translate=0.5)
-    skipped: list[str] = []
-    yielded = [len(_clips(image, params, seed=s, on_skip=skipped.append)) for s in range(12)]
-    assert 0 in yielded and 1 in yielded  # the object leaves frame 0 for some draws only
-    assert skipped == [SKIP_NO_OBJECT] * yielded.count(0)
+    rgb = np.asarray(Image.open(image.path).convert("RGB"))
+    masks = _rect(20, 0, 8, 8)[None]  # (1, H, W)
+    draws = [
+        motion.pseudo_video_clip("a", rgb, masks, (1,), 2, 5, params, np.random.default_rng(s))
+        for s in range(12)
+    ]
+    assert None in draws and any(d is not None for d in draws)  # some draws lose the object
+    for seed in range(12):  # the sampler draws again: every clip shows it on frame 0
+        (clip,) = _clips(image, params, seed=seed, length=2)
+        assert clip.masks[0, 0].any()
 
 
 # ---------------------------------------------------------------------------- determinism, objects
@@ -251,7 +268,7 @@ def test_object_outside_the_first_frame_is_skipped(tmp_path) -> None:
 
 def test_same_seed_gives_identical_clip_and_another_seed_differs(tmp_path) -> None:
     image = _one_image(tmp_path, _noise(), [_ann(1, TRIANGLE), _ann(2, compressed_rle(_disc()))])
-    params = motion.MotionParams(crop_area=(0.6, 1.0))
+    params = MotionParams(crop_area=(0.6, 1.0))
     (a,), (b,), (c,) = (_clips(image, params, seed=s) for s in (7, 7, 8))
     np.testing.assert_array_equal(a.frames, b.frames)
     np.testing.assert_array_equal(a.masks, b.masks)
@@ -264,31 +281,30 @@ def test_max_objects_and_min_area(tmp_path) -> None:
     image = _one_image(tmp_path, _noise(), [_ann(k + 1, s) for k, s in enumerate(segs)])
     (clip,) = _clips(image, max_objects=2)
     assert len(clip.object_ids) == 2 and set(clip.object_ids) <= {1, 2, 3, 4, 5}
-    rng = np.random.default_rng(0)
-    (big,) = motion.static_image_clips(image, 2, 9, 5, None, STILL, rng)
+    (big,) = _clips(image, length=2, max_objects=9, min_area=5)
     assert big.object_ids == (1, 2, 3, 4)
 
 
 def test_crowd_annotations_excluded_unless_asked(tmp_path) -> None:
     crowd = _ann(2, uncompressed_rle(_rect(0, 0, 10, 10)), iscrowd=1)
     path = _write(tmp_path, {"a.png": _noise(), "b.png": _noise(1)}, [_ann(1, TRIANGLE), crowd])
-    default = motion.load_coco_images(path, tmp_path)
+    default = coco_images.load_coco_images(path, tmp_path)
     assert [i.name for i in default] == ["a", "b"]
     assert [oid for oid, _ in default[0].objects] == [1]
-    with_crowd = motion.load_coco_images(path, tmp_path, include_crowd=True)
+    with_crowd = coco_images.load_coco_images(path, tmp_path, include_crowd=True)
     assert [oid for oid, _ in with_crowd[0].objects] == [1, 2]
-    skipped: list[str] = []
-    assert _clips(default[1], on_skip=skipped.append) == [] and skipped == [SKIP_NO_OBJECT]
+    reader = store(default, tmp_path / "shards")
+    assert reader.names == ["a"] and reader.manifest["skips"] == {"no_object_on_first_frame": 1}
 
 
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda c: c["annotations"][0].pop("id"), "annotations[0]"),
-        (lambda c: c["annotations"][0].update(image_id=99), "'image_id' 99"),
+        (lambda c: c["annotations"][0].pop("id"), "annotations[0].id: error: missing"),
+        (lambda c: c["annotations"][0].update(image_id=99), "image_id: error: 99"),
         (lambda c: c["images"][1].update(file_name="a.jpg"), "image id=2: file_name"),
-        (lambda c: c["images"][0].pop("height"), "image id=1: field 'height'"),
-        (lambda c: c.pop("categories"), "'categories'"),
+        (lambda c: c["images"][0].pop("height"), "images[id=1].height: error: missing"),
+        (lambda c: c.pop("categories"), "categories: error: not a COCO JSON"),
     ],
 )
 def test_malformed_json_names_file_and_field(tmp_path, edit, message) -> None:
@@ -297,36 +313,20 @@ def test_malformed_json_names_file_and_field(tmp_path, edit, message) -> None:
     edit(coco)
     path.write_text(json.dumps(coco))
     with pytest.raises(ValueError, match=r"instances\.json") as err:
-        motion.load_coco_images(path, tmp_path)
+        coco_images.load_coco_images(path, tmp_path)
     assert message in str(err.value)
-
-
-def test_bad_motion_params_rejected() -> None:
-    with pytest.raises(ValueError, match="'scale'"):
-        motion.MotionParams(scale=(1.1, 0.9))
-    with pytest.raises(ValueError, match="'crop_area'"):
-        motion.MotionParams(crop_area=(0.5, 1.5))
-    with pytest.raises(ValueError, match="'brightness'"):
-        motion.MotionParams(brightness=-0.1)
-    with pytest.raises(ValueError, match="'frame_scale' must be a"):
-        motion.MotionParams(frame_scale=1.0)
-    assert motion.MotionParams(scale=[0.8, 1.2]).scale == (0.8, 1.2)
 
 
 def test_parallel_shard_build_matches_serial(tmp_path) -> None:
     images = {f"im{k}.png": _noise(k) for k in range(3)}
     anns = [_ann(10 + k, TRIANGLE, image_id=k + 1) for k in range(3)]
-    sources = motion.load_coco_images(_write(tmp_path / "raw", images, anns), tmp_path / "raw")
-    clip_fn = functools.partial(
-        motion.static_image_clips, clip_length=3, max_objects=2, min_area=1,
-        image_size_max_side=32, motion=motion.MotionParams(crop_area=(0.7, 1.0)),
-    )  # fmt: skip
+    raw = tmp_path / "raw"
+    sources = coco_images.load_coco_images(_write(raw, images, anns), raw)
     built = {}
     for workers in (1, 2):
         out = tmp_path / f"w{workers}"
-        shards.build_split(sources, clip_fn, out, seed=3, workers=workers, clips_per_shard=2,
-                           params={})  # fmt: skip
+        store(sources, out, workers=workers, sources_per_shard=2, clip_length=3, max_side=32)
         built[workers] = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
-    assert built[1] == built[2]
-    reader = shards.ShardReader(tmp_path / "w1")
+    assert built[1] == built[2] and len(built[1]) == 3  # two shards and the manifest
+    reader = store(sources, tmp_path / "again", clip_length=3, max_side=32)
     assert reader.names == ["im0", "im1", "im2"] and reader[0].frames.shape == (3, 24, 32, 3)

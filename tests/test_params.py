@@ -36,6 +36,12 @@ def test_dvc_style_float_is_read_as_float(tmp_path):
         ("evaluate:\n  prompts: [mask, scribble]\n", "evaluate.prompts"),
         ("shard:\n  clip_length: 0\n", "shard.clip_length"),
         ("train:\n  image_size: 100\n", "multiple of 16"),
+        ("shard:\n  motion:\n    scale: [1.1, 0.9]\n", "shard.motion.scale"),
+        ("shard:\n  motion:\n    frame_scale: [1.0]\n", "shard.motion.frame_scale"),
+        ("shard:\n  motion:\n    crop_area: [0.5, 1.5]\n", "shard.motion.crop_area"),
+        ("shard:\n  motion:\n    brightness: -0.1\n", "shard.motion.brightness"),
+        ("shard:\n  motion:\n    rotation: 200\n", "shard.motion.rotation"),
+        ("shard:\n  jpeg_quality: 101\n", "shard.jpeg_quality"),
     ],
 )
 def test_bad_values_fail_naming_the_key(tmp_path, text, fragment):
@@ -68,3 +74,10 @@ def test_lr_scale_is_a_mapping_of_trainable_modules(tmp_path):
         P.load_params(write(tmp_path, "train:\n  lr_scale: {image_encoder: 0.5}\n"))
     with pytest.raises(ValueError, match="train.lr_scale.memory_encoder: expected float"):
         P.load_params(write(tmp_path, "train:\n  lr_scale: {memory_encoder: fast}\n"))
+
+
+def test_shard_params_read_back_from_a_manifest_are_checked_again():
+    section = P.to_dict(P.ShardParams())
+    assert P.shard_params_from(section) == P.ShardParams()
+    with pytest.raises(ValueError, match="shard.motion.scale"):
+        P.shard_params_from(section | {"motion": section["motion"] | {"scale": [2.0, 1.0]}})

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hydra import compose
+from stored import make_videos, store
 
 from sam2_video import cli
-from sam2_video.data import shards, synthetic
 from sam2_video.data.clips import Clip
+from sam2_video.data.sources import synthetic
 from sam2_video.evaluate import parity
 from sam2_video.evaluate.run import load_model
 from sam2_video.model import build
@@ -60,8 +61,7 @@ def test_compare_clips_per_object_j_agrees(model_dir):
 
 
 def test_cli_parity_reports_and_passes(model_dir, tmp_path, capsys):
-    records = shards.write_shards(_clips(2), tmp_path / "val", clips_per_shard=8)
-    shards.write_manifest(tmp_path / "val", records, {}, {})
+    store(make_videos(tmp_path / "raw", 2, 6, size=(96, 128)), tmp_path / "val", clip_length=6)
     args = ["parity", "--model-dir", str(model_dir), "--shards", str(tmp_path / "val")]
     assert cli.main(args) == 0
     out = capsys.readouterr().out

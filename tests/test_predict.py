@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sam2_video.data import synthetic
+from sam2_video.data.sources import synthetic
 from sam2_video.evaluate import metrics
 from sam2_video.evaluate.predict import non_overlapping_masks, object_prompts, predict_masks
 from sam2_video.model import build, prompts

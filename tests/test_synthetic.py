@@ -1,7 +1,7 @@
 import numpy as np
 from pycocotools.coco import COCO
 
-from sam2_video.data import synthetic
+from sam2_video.data.sources import synthetic
 
 
 def test_written_coco_masks_equal_the_rendered_visible_masks(tmp_path):

@@ -268,7 +268,7 @@ def _add_check_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    from sam2_video.data.check import ERROR, check_coco_dataset, summary
+    from sam2_video.data.sources.validate import ERROR, check_coco_dataset, summary
 
     problems = check_coco_dataset(args.ann_json, args.image_dir, clip_length=args.clip_length)
     for problem in problems:

@@ -1,4 +1,4 @@
-"""The train loop, top to bottom: fine-tune SAM2's memory modules on clip shards.
+"""The train loop, top to bottom: fine-tune SAM2's memory modules on clips of stored sources.
 
 Reads like nanoGPT's train.py: settings in one frozen dataclass, then model, optimizer,
 resume, and the loop (forward over clips -> loss -> backward -> clip -> step) with
@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from sam2_video.data.loader import Batch, StepBatches
+from sam2_video.data.loader import Batch, StepBatches, TrainingSources
 from sam2_video.evaluate import metrics
 from sam2_video.evaluate.predict import predict_clip
 from sam2_video.files import atomic_path, sha256_bytes
@@ -81,8 +81,9 @@ class ClipForward(torch.nn.Module):
 
     def forward(self, batch: Batch, plan: rollout.Plan, gen: torch.Generator, num_objects: float):
         s = self.settings
-        encoded = None if self.cache is None else self.cache.encode(self.sam, batch.images,
-                                                                    batch.names)  # fmt: skip
+        encoded = None
+        if self.cache is not None:
+            encoded = self.cache.encode(self.sam, batch.images, batch.frame_keys)
         frames = rollout.track(self.sam, batch.images, batch.gt, batch.obj_to_clip, plan,
                                s.prompts, gen, encoded,
                                predictor_memory=s.memory_as_predictor)  # fmt: skip
@@ -188,8 +189,16 @@ def _validate_and_track_best(model, val_reader, s, device, run: RunState, rank, 
     return jf
 
 
-def fit(model, train_reader, val_reader, settings: FitSettings, checkpoint: Path, live,
-        device: torch.device, fingerprint: str) -> dict[str, Any]:  # fmt: skip
+def fit(
+    model,
+    train_sources: TrainingSources,
+    val_reader,
+    settings: FitSettings,
+    checkpoint: Path,
+    live,
+    device: torch.device,
+    fingerprint: str,
+) -> dict[str, Any]:
     """Train `model`'s trainable parameters in place; returns a summary.
 
     On return the model holds the best validated weights. `live` is a dvclive.Live on
@@ -222,7 +231,7 @@ def fit(model, train_reader, val_reader, settings: FitSettings, checkpoint: Path
         log_step(live, record)
 
     # item k of the dataset is micro-batch k; a resumed run starts where the last stopped
-    batches = StepBatches(train_reader, s.batch_size, s.image_size, s.seed, rank, world,
+    batches = StepBatches(train_sources, s.batch_size, s.image_size, s.seed, rank, world,
                           steps=s.steps * s.grad_accum)  # fmt: skip
     micro_steps = list(range(run.step * s.grad_accum, s.steps * s.grad_accum))
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(batches, micro_steps),

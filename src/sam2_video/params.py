@@ -82,15 +82,20 @@ class MotionParams:
 
 @dataclass(frozen=True)
 class ShardParams:
-    seed: int = _f(0, "seed for choosing objects when a clip has more than max_objects")
-    clip_length: int = _f(16, "frames per clip", ">0")
-    stride: int = _f(8, "frames between the starts of consecutive clips", ">0")
+    seed: int = _f(
+        0, "seed of the validation clips' objects and motion (training clips: top-level seed)"
+    )
+    clip_length: int = _f(16, "frames per clip (clips are made when the shards are read)", ">0")
+    stride: int = _f(8, "frames between the starts of consecutive validation clips", ">0")
     max_objects: int = _f(3, "most objects per clip (those present on its first frame)", ">0")
     min_area: int = _f(
         16, "objects smaller than this on the first frame (pixels) are left out", ">=0"
     )
     max_side: int = _f(128, "frames are resized so that their longer side is at most this", ">0")
-    clips_per_shard: int = _f(64, "clips per shard file", ">0")
+    sources_per_shard: int = _f(64, "videos or images per shard file", ">0")
+    jpeg_quality: int = _f(
+        90, "JPEG quality of frames that are resized (others keep their file's bytes)", ">0"
+    )
     workers: int = _f(2, "parallel worker processes", ">0")
     include_crowd: bool = _f(False, "keep COCO crowd annotations as objects (static images)")
     motion: MotionParams = field(default_factory=MotionParams, metadata={"help": ""})
@@ -280,7 +285,35 @@ def _check_choice(key: str, value: Any) -> None:
         raise ValueError(f"{key}: {value!r} is not allowed; choose from {allowed}")
 
 
+def _check_shard(shard: ShardParams) -> None:
+    if shard.jpeg_quality > 100:
+        raise ValueError(f"shard.jpeg_quality: {shard.jpeg_quality} must be at most 100")
+    m = shard.motion
+    for name in ("scale", "frame_scale", "crop_area"):
+        value = getattr(m, name)
+        if len(value) != 2 or not 0 < value[0] <= value[1]:
+            raise ValueError(
+                f"shard.motion.{name}: {list(value)} must be [low, high], 0 < low <= high"
+            )
+    if m.crop_area[1] > 1:
+        raise ValueError(f"shard.motion.crop_area: {list(m.crop_area)} must be within (0, 1]")
+    limits = {"rotation": 180, "frame_rotation": 180, "shear": 89, "frame_shear": 89,
+              "translate": 1, "frame_translate": 1, "brightness": 0.99, "contrast": 0.99,
+              "saturation": 0.99}  # fmt: skip
+    for name, limit in limits.items():
+        if not getattr(m, name) <= limit:
+            raise ValueError(f"shard.motion.{name}: {getattr(m, name)} must be at most {limit}")
+
+
+def shard_params_from(raw: dict) -> ShardParams:
+    """The shard section as a manifest records it (to_dict), parsed and checked again."""
+    params = _build(ShardParams, raw, "shard.")
+    _check_shard(params)
+    return params
+
+
 def _check_cross_fields(p: Params) -> None:
+    _check_shard(p.shard)
     t = p.train
     if abs(t.prob_mask + t.prob_points + t.prob_box - 1.0) > 1e-6:
         raise ValueError("train.prob_mask + train.prob_points + train.prob_box must sum to 1")

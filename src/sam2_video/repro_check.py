@@ -32,8 +32,9 @@ import yaml
 
 DATA_STAGES = ("fetch", "shard")
 # Metric keys (at any depth) that describe how a run went, not what it produced: wall-clock
-# time, and the encoder feature cache's use (a resumed run starts with an empty cache).
-VOLATILE_METRICS = frozenset({"seconds", "hit_rate", "clips", "megabytes"})
+# time, and the encoder feature cache's use (a resumed run starts with an empty cache;
+# "clips" is the name older runs gave "cached_clips").
+VOLATILE_METRICS = frozenset({"seconds", "hit_rate", "clips", "cached_clips", "megabytes"})
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,18 @@
-"""Frozen image-encoder outputs kept per clip, so later epochs skip the encoder.
+"""Frozen image-encoder outputs kept per clip of video frames, so later visits skip the encoder.
 
-While only the memory modules train, the image encoder is frozen and the training loader
-applies no augmentation: a clip's encoder output is then a pure function of the clip.
-SAM2's trainer recomputes it at every visit anyway; here the first visit computes and keeps
-it and every later visit reads it back (the default run draws each clip ~8 times).
+While only the memory modules train, the image encoder is frozen: a clip's encoder output
+is then a pure function of its frames, which their keys name (`Clip.frame_keys`: source
+and frame index), so the key of an entry is the clip's tuple of frame keys (a video
+window). SAM2's trainer recomputes it at every visit anyway; here the first visit computes
+and keeps it and every later visit of the same window reads it back (the default run draws
+each window ~25 times). Pseudo-video frames are made anew at every visit (a new motion):
+their clips have no keys and are encoded every time, uncached.
 
 Each clip is always encoded on its own, as one (T, 3, S, S) batch, whether it is cached or
 not: a cache hit returns exactly the tensors a miss would compute, so a resumed run (cold
-cache) trains bit-identically to an uninterrupted one (warm cache).
+cache) trains bit-identically to an uninterrupted one (warm cache). (Frames are not cached
+one by one: encoding them singly multiplies the encoder's operator calls by T, and a frame
+encoded within different batches need not give the same bits.)
 
 When the mask decoder's high-resolution projections (conv_s0/s1) are frozen as well, the
 cache keeps their output instead of the two finest encoder levels (as SAM2Base.forward_image
@@ -109,34 +114,40 @@ def encode_clip(model: torch.nn.Module, frames: torch.Tensor) -> Encoded:
 
 
 class EncoderCache:
-    """Least-recently-used encoder outputs by clip name, at most `max_bytes` in all.
+    """Least-recently-used encoder outputs by clip frame keys, at most `max_bytes` in all.
 
-    Only for a frozen encoder and un-augmented frames: the caller guarantees that a
-    clip name always stands for the same pixels.
+    Only for a frozen encoder: the caller guarantees that a frame key always stands for
+    the same pixels.
     """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self.entries: OrderedDict[str, Encoded] = OrderedDict()
+        self.entries: OrderedDict[tuple[str, ...], Encoded] = OrderedDict()
         self.bytes = 0
         self.hits = self.misses = 0
 
-    def encode(self, model: torch.nn.Module, images: torch.Tensor, names: list[str]) -> Encoded:
-        """Encoder output for (B, T, 3, S, S) images of the clips `names`, as for
-        images.flatten(0, 1)."""
-        pairs = zip(images, names, strict=True)
-        return concat([self._clip(model, frames, name) for frames, name in pairs])
+    def encode(
+        self, model: torch.nn.Module, images: torch.Tensor, keys: list[tuple[str, ...] | None]
+    ) -> Encoded:
+        """Encoder output for (B, T, 3, S, S) images whose clips' frames have `keys` (None:
+        not cached), as for images.flatten(0, 1)."""
+        pairs = zip(images, keys, strict=True)
+        return concat([self._clip(model, frames, frame_keys) for frames, frame_keys in pairs])
 
-    def _clip(self, model: torch.nn.Module, frames: torch.Tensor, name: str) -> Encoded:
-        if name in self.entries:
+    def _clip(
+        self, model: torch.nn.Module, frames: torch.Tensor, key: tuple[str, ...] | None
+    ) -> Encoded:
+        if key is None:
+            return _share_position_encodings(encode_clip(model, frames))
+        if key in self.entries:
             self.hits += 1
-            self.entries.move_to_end(name)
-            return self.entries[name]
+            self.entries.move_to_end(key)
+            return self.entries[key]
         self.misses += 1
         out = _share_position_encodings(encode_clip(model, frames))
         size = _nbytes(out)
         if size <= self.max_bytes:
-            self.entries[name] = out
+            self.entries[key] = out
             self.bytes += size
             while self.bytes > self.max_bytes:
                 _, dropped = self.entries.popitem(last=False)
@@ -145,5 +156,9 @@ class EncoderCache:
 
     def stats(self) -> dict[str, float]:
         seen = self.hits + self.misses
-        return {"hit_rate": self.hits / seen if seen else 0.0, "clips": len(self.entries),
-                "megabytes": self.bytes / 2**20}  # fmt: skip
+        hit_rate = self.hits / seen if seen else 0.0
+        return {
+            "hit_rate": hit_rate,
+            "cached_clips": len(self.entries),
+            "megabytes": self.bytes / 2**20,
+        }

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sam2_video.data.synthetic import DOMAINS, render_scene
+from sam2_video.data.sources.synthetic import DOMAINS, render_scene
 from sam2_video.evaluate import metrics
 from sam2_video.evaluate.predict import object_prompts, predict_masks
 from sam2_video.model import build, losses, rollout, transforms

@@ -1,8 +1,8 @@
-"""DAVIS folders as a clip source: real JPEG/PNG files written by davis.write_davis_clip."""
+"""DAVIS folders as a source: real JPEG/PNG files written by davis.write_davis_clip, stored
+as shards and read back as clips."""
 
 from __future__ import annotations
 
-import functools
 import shutil
 from fractions import Fraction
 from pathlib import Path
@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from stored import store
 
-from sam2_video.data import davis, davis_source, shards
-from sam2_video.data.coco import SKIP_NO_OBJECT, SKIP_SHORT_VIDEO
+from sam2_video.data import davis
+from sam2_video.data.sources import davis as davis_source
 
 H, W, T = 30, 40, 6
 
@@ -45,11 +46,13 @@ def _write_root(root: Path) -> Path:
     return root
 
 
-def _clips(video, length=3, stride=1, max_objects=5, min_area=0, max_side=None, seed=0, skips=None):
-    rng = np.random.default_rng(seed)
-    return list(davis_source.davis_video_clips(
-        video, length, stride, max_objects, min_area, max_side, rng, skips,
-    ))  # fmt: skip
+def _clips(video, length=3, stride=1, max_objects=5, min_area=0, max_side=10_000, seed=0):
+    """The fixed clips of the stored video (`seed`: shard.seed, which draws their objects)."""
+    out = video.frame_paths[0].parents[2] / f"shards-{length}-{stride}-{max_objects}-{min_area}"
+    params = {"max_objects": max_objects, "min_area": min_area, "max_side": max_side}
+    reader = store([video], out / f"{max_side}-{seed}", clip_length=length, stride=stride,
+                   seed=seed, **params)  # fmt: skip
+    return [reader[i] for i in range(len(reader))]
 
 
 def _jpeg_pixels(path: Path) -> np.ndarray:
@@ -64,7 +67,7 @@ def test_load_davis_videos_pairs_frames_by_stem(tmp_path) -> None:
     videos = davis_source.load_davis_videos(_write_root(tmp_path))
     assert [v.name for v in videos] == ["bear", "cat"]
     bear = videos[0]
-    assert bear.num_frames == T and bear.frame_size == (H, W)
+    assert bear.num_frames == T and bear.frame_size(0) == (H, W) and not bear.still
     assert [p.name for p in bear.frame_paths] == [f"{t:05d}.jpg" for t in range(T)]
     assert [p.stem for p in bear.annotation_paths] == [p.stem for p in bear.frame_paths]
     only = davis_source.load_davis_videos(tmp_path, names=["cat"])
@@ -167,17 +170,27 @@ def test_resize_max_objects_and_min_area(tmp_path) -> None:
     assert clip3.object_ids == (1,)  # object 3 has 16 pixels
 
 
-def test_skips_are_reported(tmp_path) -> None:
+def test_skips_are_counted(tmp_path) -> None:
     _write_root(tmp_path)
     empty = np.zeros((3, 1, H, W), dtype=bool)
     empty[2, 0] = _rect(0, 0)
     davis.write_davis_clip(tmp_path, "dog", _frames(2, 3), empty, [1])
     cat, dog = davis_source.load_davis_videos(tmp_path, names=["cat", "dog"])
-    skips: list[str] = []
-    assert _clips(cat, length=3, skips=skips.append) == [] and skips == [SKIP_SHORT_VIDEO]
-    skips.clear()
-    assert _clips(dog, length=2, skips=skips.append) == []
-    assert skips == [SKIP_NO_OBJECT, SKIP_NO_OBJECT]
+    reader = store([cat, dog], tmp_path / "shards", clip_length=2)
+    assert reader.num_sources == 1 and reader.names == ["cat__00000"]
+    assert reader.manifest["skips"] == {"no_object_on_first_frame": 1}  # dog: frame 2 only
+    reader = store([cat], tmp_path / "short", clip_length=3)
+    assert reader.manifest["skips"] == {"video_shorter_than_clip": 1}
+
+
+def test_frame_masks_are_the_palette_indices(tmp_path) -> None:
+    (bear, _) = davis_source.load_davis_videos(_write_root(tmp_path))
+    expected = _video_masks()
+    for t in range(T):
+        masks = bear.frame_masks(t)
+        assert sorted(masks) == [k + 1 for k in range(3) if expected[t, k].any()]
+        for object_id, mask in masks.items():
+            np.testing.assert_array_equal(mask, expected[t, object_id - 1])
 
 
 def test_corrupt_jpeg_at_clip_time_names_the_file(tmp_path) -> None:
@@ -185,45 +198,31 @@ def test_corrupt_jpeg_at_clip_time_names_the_file(tmp_path) -> None:
     data = bear.frame_paths[1].read_bytes()
     bear.frame_paths[1].write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=r"bear/00001\.jpg: cannot read image"):
-        _clips(bear)
+        _clips(bear)  # when it is stored
 
 
 def test_parallel_shards_are_byte_identical(tmp_path) -> None:
     videos = davis_source.load_davis_videos(_write_root(tmp_path / "raw"))
-    clip_fn = functools.partial(davis_source.davis_video_clips, clip_length=2, stride=2,
-                                max_objects=1, min_area=0, image_size_max_side=None)  # fmt: skip
     out = {}
     for workers in (1, 2):
-        shards.build_split(videos, clip_fn, tmp_path / f"w{workers}", seed=1, workers=workers,
-                           clips_per_shard=2, params={})  # fmt: skip
+        store(videos, tmp_path / f"w{workers}", workers=workers, sources_per_shard=1,
+              clip_length=2, stride=2, max_objects=1)  # fmt: skip
         out[workers] = {
             p.name: p.read_bytes() for p in sorted((tmp_path / f"w{workers}").iterdir())
         }
-    assert out[1] == out[2]
-    assert shards.ShardReader(tmp_path / "w1").names == [
-        "bear__00000", "bear__00002", "bear__00004", "cat__00000",
-    ]  # fmt: skip
+    assert out[1] == out[2] and len(out[1]) == 3  # a shard per video, and the manifest
+    reader = store(videos, tmp_path / "again", clip_length=2, stride=2, max_objects=1)
+    assert reader.names == ["bear__00000", "bear__00002", "bear__00004", "cat__00000"]
 
 
-def test_overlapping_windows_share_frames_in_the_shard(tmp_path) -> None:
-    """Windows of 3 frames every frame: each frame of a video stored once, and the clips read
-    back exactly as davis_video_clips yields them."""
+def test_frames_are_stored_once_as_the_source_files(tmp_path) -> None:
+    """Sliding windows share the video's frames: the shard holds each JPEG once, as is."""
     videos = davis_source.load_davis_videos(_write_root(tmp_path / "raw"))
-    clip_fn = functools.partial(davis_source.davis_video_clips, clip_length=3, stride=1,
-                                max_objects=5, min_area=0, image_size_max_side=None)  # fmt: skip
-    manifest = shards.build_split(videos, clip_fn, tmp_path / "split", seed=0, workers=1,
-                                  clips_per_shard=8, params={})  # fmt: skip
-    expected = [c for i, v in enumerate(videos) for c in clip_fn(v, rng=shards.source_rng(0, i))]
-    reader = shards.ShardReader(tmp_path / "split")
-    assert reader.names == [c.name for c in expected]
-    for k, clip in enumerate(expected):
-        got = reader[k]
-        np.testing.assert_array_equal(got.frames, clip.frames)
-        np.testing.assert_array_equal(got.masks, clip.masks)
-        assert got.object_ids == clip.object_ids
-    frame_bytes = expected[0].frames[0].nbytes
-    stored = sum(v.num_frames for v in videos if v.num_frames >= 3) * frame_bytes
-    ungrouped = shards.write_shards(expected, tmp_path / "ungrouped", clips_per_shard=8)
-    saved = sum(r["bytes"] for r in ungrouped) - manifest["total_bytes"]
-    repeated = 3 * len(expected) * frame_bytes - stored  # frames ungrouped shards repeat
-    assert repeated > 0 and saved >= repeated - 512 * len(expected)  # tar padding per member
+    reader = store(videos, tmp_path / "split", clip_length=3, stride=1)
+    assert len(reader) == 4  # bear: 4 windows; cat (2 frames) is skipped
+    source_bytes = sum(p.stat().st_size for p in videos[0].frame_paths)
+    assert reader.manifest["source_bytes"] == source_bytes
+    (shard,) = tmp_path.joinpath("split").glob("*.tar")
+    data = shard.read_bytes()
+    for path in videos[0].frame_paths:
+        assert data.count(path.read_bytes()) == 1

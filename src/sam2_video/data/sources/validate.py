@@ -1,10 +1,11 @@
-"""The dataset linter: every problem of a COCO-format dataset, each with its file and field.
+"""The one validator of COCO-format datasets: every problem, each with its file and field.
 
-Unlike the loaders (which stop at the first bad entry), `check_coco_dataset` reads on and
-reports all it finds, as `file:field: severity: message` lines in the `sam2-video check`
-command. Errors make the dataset unusable (the loaders would refuse it); warnings point at
-data that loads but probably is not what was meant (a track on one frame, a video too
-short for a clip, an image without objects).
+`check_coco_dataset` (the `sam2-video check` linter) reports all it finds, as
+`file:field: severity: message` lines; the loaders (`coco_video`, `coco_images`) run the
+same checks on the JSON through `raise_first_error` and stop at the first error. Errors
+make the dataset unusable (the loaders refuse it); warnings point at data that loads but
+probably is not what was meant (a track on one frame, a video too short for a clip, an
+image without objects).
 
 Fields name the JSON entry: `images[id=3].height`, `annotations[id=12].segmentation`,
 `annotations[track_id=7]` (a whole track), `images[video_id=2]` (a whole video); an entry
@@ -25,11 +26,15 @@ from typing import Any
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from sam2_video.data.coco import ORDER_FIELDS, track_id
-from sam2_video.data.rle import check_compressed_counts, is_int, segmentation_problem
+from sam2_video.data.sources.masks import check_compressed_counts, is_int, segmentation_problem
 
 ERROR, WARNING = "error", "warning"
 COCO_KEYS = ("images", "annotations", "categories")
+ORDER_FIELDS = ("order_in_video", "frame_id", "frame_index")
+TRACK_FIELDS = ("track_id", "instance_id")  # then attributes.track_id
+# What a dataset is read as: video (every image needs a video id and a frame order),
+# images (video ids ignored, objects are annotation instances), or None: as it looks
+VIDEO, IMAGES = "video", "images"
 _READ_THREADS = 4  # image decoding releases the GIL
 
 
@@ -44,6 +49,15 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.file}:{self.field}: {self.severity}: {self.message}"
+
+
+def track_id(ann: Mapping[str, Any]) -> Any:
+    """An annotation's track id (TRACK_FIELDS, then attributes.track_id), else None."""
+    for key in TRACK_FIELDS:
+        if key in ann:
+            return ann[key]
+    attributes = ann.get("attributes")
+    return attributes.get("track_id") if isinstance(attributes, dict) else None
 
 
 class _Findings(list[Problem]):
@@ -85,6 +99,11 @@ def _load_coco(path: Path, found: _Findings) -> dict[str, Any] | None:
     except json.JSONDecodeError as err:
         found.error(path, f"line {err.lineno}", f"not valid JSON: {err.msg} (column {err.colno})")
         return None
+    return data if _coco_lists(data, path, found) else None
+
+
+def _coco_lists(data: Any, path: Path, found: _Findings) -> bool:
+    """Whether `data` is an object with the COCO top-level lists (else reported)."""
     if not isinstance(data, dict):
         found.error(
             path,
@@ -92,7 +111,7 @@ def _load_coco(path: Path, found: _Findings) -> dict[str, Any] | None:
             f"not a COCO JSON: the top level is a "
             f"{type(data).__name__}, expected an object with {', '.join(COCO_KEYS)}",
         )
-        return None
+        return False
     for key in COCO_KEYS:
         if not isinstance(data.get(key), list):
             found.error(
@@ -101,7 +120,7 @@ def _load_coco(path: Path, found: _Findings) -> dict[str, Any] | None:
                 "not a COCO JSON: this top-level list is missing "
                 f"(a COCO JSON has {', '.join(COCO_KEYS)}, each a list)",
             )
-    return data if all(isinstance(data.get(key), list) for key in COCO_KEYS) else None
+    return all(isinstance(data.get(key), list) for key in COCO_KEYS)
 
 
 def _lint_categories(categories: list[Any], path: Path, found: _Findings) -> set[int]:
@@ -155,13 +174,13 @@ def _image_entry(
         dims[key] = image.get(key) if is_int(image.get(key)) and image[key] > 0 else None
         if dims[key] is None:
             found.error(path, f"{where}.{key}", "missing or not a positive int")
-    video_id, order = image.get("video_id"), None
+    video_id, order = (image.get("video_id") if is_video else None), None
     if is_video and not isinstance(video_id, int | str):
         found.error(
             path,
             f"{where}.video_id",
-            "missing or not an int/string, while other "
-            "images carry video ids: give every frame its video_id",
+            "missing or not an int/string: a video dataset gives every frame its video_id "
+            "(images without video ids are static images: use the coco_images source)",
         )
         video_id = None
     elif is_video:
@@ -170,9 +189,13 @@ def _image_entry(
     return _ImageEntry(image["id"], file_name, dims["height"], dims["width"], video_id, order)
 
 
-def _lint_images(images: list[Any], path: Path, found: _Findings) -> dict[int, _ImageEntry]:
+def _lint_images(
+    images: list[Any], path: Path, found: _Findings, read_as: str | None
+) -> dict[int, _ImageEntry]:
     """image id -> entry; broken entries are reported, duplicates after the first dropped."""
-    is_video = any(isinstance(i, dict) and "video_id" in i for i in images)
+    is_video = read_as == VIDEO or (
+        read_as is None and any(isinstance(i, dict) and "video_id" in i for i in images)
+    )
     entries: dict[int, _ImageEntry] = {}
     for index, image in enumerate(images):
         if not isinstance(image, dict) or not is_int(image.get("id")):
@@ -277,15 +300,32 @@ def _lint_annotation_fields(
     return True
 
 
+def _lint_annotation_id(ann: dict[str, Any], where: str, seen_ids: set, read_as, path, found):
+    if not is_int(ann.get("id")):
+        report = found.error if read_as == IMAGES else found.warning
+        report(
+            path,
+            f"{where}.id",
+            "missing or not an int: COCO gives every annotation a "
+            "unique int id (the static-image source needs it)",
+        )
+    elif ann["id"] in seen_ids:
+        found.error(path, f"{where}.id", "duplicate annotation id")
+    seen_ids.add(ann.get("id"))
+
+
 def _lint_annotations(
     annotations: list[Any],
     images: Mapping[int, _ImageEntry],
     cats: set[int],
     path: Path,
     found: _Findings,
+    read_as: str | None,
 ) -> tuple[list[_Instance], bool]:
     """Every annotation checked; the usable ones as instances, and whether objects are tracks."""
-    use_tracks = any(isinstance(a, dict) and track_id(a) is not None for a in annotations)
+    use_tracks = read_as != IMAGES and any(
+        isinstance(a, dict) and track_id(a) is not None for a in annotations
+    )
     instances: list[_Instance] = []
     seen_ids: set[int] = set()
     for index, ann in enumerate(annotations):
@@ -293,16 +333,7 @@ def _lint_annotations(
             found.error(path, f"annotations[{index}]", "entry is not an object")
             continue
         where = _annotation_where(ann, index)
-        if not is_int(ann.get("id")):
-            found.warning(
-                path,
-                f"{where}.id",
-                "missing or not an int: COCO gives every "
-                "annotation a unique int id (the static-image source needs it)",
-            )
-        elif ann["id"] in seen_ids:
-            found.error(path, f"{where}.id", "duplicate annotation id")
-        seen_ids.add(ann.get("id"))
+        _lint_annotation_id(ann, where, seen_ids, read_as, path, found)
         if not _lint_annotation_fields(ann, where, images, cats, path, found):
             continue
         area = _lint_segmentation(ann, images[ann["image_id"]], where, path, found)
@@ -465,30 +496,51 @@ def _lint_image_files(entries: Iterable[_ImageEntry], image_dir: Path, found: _F
 # ---------------------------------------------------------------------------- entry point
 
 
+def _lint_json(
+    data: dict[str, Any], path: Path, read_as: str | None, clip_length: int | None, found
+) -> dict[int, _ImageEntry]:
+    """Report every JSON problem (categories, images, annotations, then per video / per
+    image); the usable image entries."""
+    cats = _lint_categories(data["categories"], path, found)
+    entries = _lint_images(data["images"], path, found, read_as)
+    instances, use_tracks = _lint_annotations(
+        data["annotations"], entries, cats, path, found, read_as
+    )
+    by_image: dict[int, list[_Instance]] = defaultdict(list)
+    for inst in instances:
+        by_image[inst.image_id].append(inst)
+    if any(entry.video_id is not None for entry in entries.values()):
+        _lint_videos(entries.values(), by_image, use_tracks, clip_length, path, found)
+    else:
+        _lint_static_images(entries.values(), by_image, path, found)
+    return entries
+
+
+def raise_first_error(data: Any, path: Path, read_as: str) -> None:
+    """What a loader runs: ValueError with the first error line of the checks above."""
+    found = _Findings()
+    if _coco_lists(data, path, found):
+        _lint_json(data, path, read_as, None, found)
+    for problem in found:
+        if problem.severity == ERROR:
+            raise ValueError(str(problem))
+
+
 def check_coco_dataset(
     ann_path: Path, image_dir: Path, *, clip_length: int | None = None, read_images: bool = True
 ) -> list[Problem]:
     """Every problem of a COCO-format dataset (video or static images), in a stable order.
 
-    JSON problems first (categories, images, annotations, then per video / per image),
-    then image files (read in full, so truncated files are found; read_images=False skips
-    them). clip_length: warn about videos with fewer frames. Never raises for bad data.
+    JSON problems first (_lint_json), then image files (read in full, so truncated
+    files are found; read_images=False skips them). clip_length: warn about videos with
+    fewer frames. Never raises for bad data.
     """
     ann_path, image_dir = Path(ann_path), Path(image_dir)
     found = _Findings()
     data = _load_coco(ann_path, found)
     if data is None:
         return list(found)
-    cats = _lint_categories(data["categories"], ann_path, found)
-    entries = _lint_images(data["images"], ann_path, found)
-    instances, use_tracks = _lint_annotations(data["annotations"], entries, cats, ann_path, found)
-    by_image: dict[int, list[_Instance]] = defaultdict(list)
-    for inst in instances:
-        by_image[inst.image_id].append(inst)
-    if any(entry.video_id is not None for entry in entries.values()):
-        _lint_videos(entries.values(), by_image, use_tracks, clip_length, ann_path, found)
-    else:
-        _lint_static_images(entries.values(), by_image, ann_path, found)
+    entries = _lint_json(data, ann_path, None, clip_length, found)
     if read_images:
         _lint_image_files(entries.values(), image_dir, found)
     return list(found)

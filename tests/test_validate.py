@@ -12,7 +12,7 @@ from coco_rle import compressed_rle, uncompressed_rle
 from PIL import Image
 
 from sam2_video import cli
-from sam2_video.data import check
+from sam2_video.data.sources import validate
 
 H, W = 20, 30
 
@@ -150,7 +150,7 @@ def _defective_dataset(root: Path) -> tuple[Path, set[tuple[str, str, str]]]:
     return path, expected
 
 
-def _keys(problems: list[check.Problem], root: Path) -> set[tuple[str, str, str]]:
+def _keys(problems: list[validate.Problem], root: Path) -> set[tuple[str, str, str]]:
     return {(p.severity, p.file.relative_to(root).as_posix(), p.field) for p in problems}
 
 
@@ -159,14 +159,14 @@ def _keys(problems: list[check.Problem], root: Path) -> set[tuple[str, str, str]
 
 def test_clean_dataset_reports_nothing_and_exits_0(tmp_path, capsys) -> None:
     path = _clean_dataset(tmp_path)
-    assert check.check_coco_dataset(path, tmp_path, clip_length=3) == []
+    assert validate.check_coco_dataset(path, tmp_path, clip_length=3) == []
     assert cli.main(["check", str(path), str(tmp_path), "--clip-length", "3"]) == 0
     assert capsys.readouterr().out == f"{path}: no problems found\n"
 
 
 def test_every_seeded_defect_is_reported_with_file_and_field(tmp_path) -> None:
     path, expected = _defective_dataset(tmp_path)
-    problems = check.check_coco_dataset(path, tmp_path, clip_length=3)
+    problems = validate.check_coco_dataset(path, tmp_path, clip_length=3)
     assert _keys(problems, tmp_path) == expected
     assert len(problems) == len(expected)  # each defect once
 
@@ -188,7 +188,7 @@ def test_every_seeded_defect_is_reported_with_file_and_field(tmp_path) -> None:
 )
 def test_messages_say_what_is_wrong(tmp_path, field, words) -> None:
     path, _ = _defective_dataset(tmp_path)
-    (problem,) = [p for p in check.check_coco_dataset(path, tmp_path, clip_length=3)
+    (problem,) = [p for p in validate.check_coco_dataset(path, tmp_path, clip_length=3)
                   if p.field == field]  # fmt: skip
     assert words in problem.message
 
@@ -223,7 +223,7 @@ def test_static_dataset_warns_about_images_without_objects(tmp_path) -> None:
     images = [_image(1, "a.png", None, None), _image(2, "b.png", None, None)]
     coco = {"images": images, "annotations": [_ann(1, 1, None, POLYGON)],
             "categories": [{"id": 1}]}  # fmt: skip
-    problems = check.check_coco_dataset(_write(tmp_path, coco), tmp_path)
+    problems = validate.check_coco_dataset(_write(tmp_path, coco), tmp_path)
     assert _keys(problems, tmp_path) == {("warning", "annotations.json", "images[id=2]")}
 
 
@@ -238,14 +238,14 @@ def test_static_dataset_warns_about_images_without_objects(tmp_path) -> None:
 def test_not_coco_json(tmp_path, text, fields) -> None:
     path = tmp_path / "annotations.json"
     path.write_text(text, encoding="utf-8")
-    problems = check.check_coco_dataset(path, tmp_path)
+    problems = validate.check_coco_dataset(path, tmp_path)
     assert {p.field for p in problems} == fields
     assert all(p.severity == "error" and p.file == path for p in problems)
 
 
 def test_missing_json_and_image_dir(tmp_path) -> None:
-    (missing,) = check.check_coco_dataset(tmp_path / "nope.json", tmp_path)
+    (missing,) = validate.check_coco_dataset(tmp_path / "nope.json", tmp_path)
     assert missing.field == "(file)" and "not found" in missing.message
     path = _clean_dataset(tmp_path / "data")
-    (no_dir,) = check.check_coco_dataset(path, tmp_path / "images")
+    (no_dir,) = validate.check_coco_dataset(path, tmp_path / "images")
     assert no_dir.file == tmp_path / "images" and no_dir.field == "(image dir)"

@@ -1,46 +1,45 @@
-"""DAVIS-style folders as a clip source: JPEGImages/<video>/*.jpg + Annotations/<video>/*.png.
+"""DAVIS-style folders as sources: JPEGImages/<video>/*.jpg + Annotations/<video>/*.png.
 
 Each frame's palette PNG (same file stem as its JPEG) holds object indices: 0 background,
 1..254 objects (object id = palette index), 255 void (read as background, as DAVIS does).
 Frames are ordered by stem, numerically when every stem is a number (DAVIS: 00000, 00001...).
-Clips follow the semantics of `coco.video_clips`: sliding windows, objects those on the
-clip's first frame, empty masks where an object is absent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from sam2_video.data.clips import Clip, window_clip, window_starts
-from sam2_video.data.coco import (
-    SKIP_NO_OBJECT,
-    SKIP_SHORT_VIDEO,
-    choose_objects,
-    read_rgb,
-    resize_frame,
-    target_size,
-)
 from sam2_video.data.davis import FRAME_SUFFIXES, VOID_INDEX, read_palette_png
-from sam2_video.data.rle import resize_mask
+from sam2_video.data.sources import VideoFiles
 
 
 @dataclass(frozen=True)
-class DavisVideo:
-    """One video folder pair; pixels stay on disk until a clip needs them."""
+class DavisVideo(VideoFiles):
+    """One video folder pair (a `Source`); pixels stay on disk until they are stored."""
 
     name: str
     frame_paths: tuple[Path, ...]  # JPEGs in frame order
     annotation_paths: tuple[Path, ...]  # the palette PNG of each frame (same stem)
-    frame_size: tuple[int, int]  # (H, W) of every frame
+    frame_size_hw: tuple[int, int]  # (H, W) of every frame
 
-    @property
-    def num_frames(self) -> int:
-        return len(self.frame_paths)
+    def frame_size(self, index: int) -> tuple[int, int]:
+        return self.frame_size_hw
+
+    def frame_masks(self, index: int) -> dict[int, np.ndarray]:
+        path = self.annotation_paths[index]
+        index_map = read_palette_png(path)  # (H, W) uint8
+        if index_map.shape != self.frame_size_hw:
+            raise ValueError(
+                f"{path}: size {index_map.shape} (HxW) differs from its frame's "
+                f"{self.frame_size_hw}: re-export the annotation at the frame's size"
+            )
+        present = np.flatnonzero(np.bincount(index_map.reshape(-1), minlength=256))
+        return {int(i): index_map == i for i in present if i not in (0, VOID_INDEX)}
 
 
 # ---------------------------------------------------------------------------- folders
@@ -114,7 +113,7 @@ def _load_video(name: str, jpeg_dir: Path, png_dir: Path) -> DavisVideo:
         name=name,
         frame_paths=tuple(jpeg for jpeg, _ in pairs),
         annotation_paths=tuple(png for _, png in pairs),
-        frame_size=_check_sizes(pairs),
+        frame_size_hw=_check_sizes(pairs),
     )
 
 
@@ -142,74 +141,3 @@ def load_davis_videos(
         if not names:
             raise ValueError(f"{jpeg_root}: no video folders")
     return [_load_video(name, jpeg_root / name, png_root / name) for name in names]
-
-
-# ---------------------------------------------------------------------------- clips
-
-
-@dataclass(frozen=True)
-class _LoadedFrame:
-    rgb: np.ndarray  # (h, w, 3) uint8, resized
-    masks: dict[int, np.ndarray]  # object id -> (h, w) bool, resized
-    areas: dict[int, int]  # object id -> pixel count at source resolution
-
-
-def _load_frame(video: DavisVideo, index: int, size: tuple[int, int]) -> _LoadedFrame:
-    rgb = read_rgb(video.frame_paths[index], video.frame_size)
-    index_map = read_palette_png(video.annotation_paths[index])  # (H, W) uint8
-    if index_map.shape != video.frame_size:
-        raise ValueError(
-            f"{video.annotation_paths[index]}: size {index_map.shape} (HxW) differs from its "
-            f"frame's {video.frame_size}: re-export the annotation at the frame's size"
-        )
-    areas = np.bincount(index_map.reshape(-1), minlength=256)  # pixels per palette index
-    ids = [int(i) for i in np.flatnonzero(areas) if i not in (0, VOID_INDEX)]
-    resized = resize_mask(index_map, size)  # nearest sampling commutes with `== oid`
-    return _LoadedFrame(
-        rgb=resize_frame(rgb, size),
-        masks={oid: resized == oid for oid in ids},
-        areas={oid: int(areas[oid]) for oid in ids},
-    )
-
-
-def davis_video_clips(
-    video: DavisVideo,
-    clip_length: int,
-    stride: int,
-    max_objects: int,
-    min_area: int,
-    image_size_max_side: int | None,
-    rng: np.random.Generator,
-    on_skip: Callable[[str], None] | None = None,
-) -> Iterator[Clip]:
-    """Sliding-window clips of one DAVIS video, named "<video>__<first frame index:05d>".
-
-    Same semantics as `coco.video_clips`: frames resized (longer side <=
-    image_size_max_side; bilinear frames, pixel-centre nearest masks); objects are the
-    palette indices on the clip's first frame with area >= min_area (source resolution)
-    that survive the resize, at most max_objects drawn with `rng`; an absent object has
-    an empty mask. on_skip(SKIP_SHORT_VIDEO) once for a video shorter than clip_length,
-    on_skip(SKIP_NO_OBJECT) per window without a qualifying object on its first frame.
-    """
-    if max_objects < 1 or min_area < 0:
-        raise ValueError("max_objects must be >= 1 and min_area >= 0")
-    starts = window_starts(video.num_frames, clip_length, stride)
-    if not starts and on_skip is not None:
-        on_skip(SKIP_SHORT_VIDEO)
-    size = target_size(*video.frame_size, image_size_max_side)
-    loaded: dict[int, _LoadedFrame] = {}  # frames of the current window: each decoded once
-    for start in starts:
-        for old in [i for i in loaded if i < start]:
-            del loaded[old]
-        for index in range(start, start + clip_length):
-            if index not in loaded:
-                loaded[index] = _load_frame(video, index, size)
-        first = loaded[start]
-        object_ids = choose_objects(first.areas, first.masks, max_objects, min_area, rng)
-        if not object_ids:
-            if on_skip is not None:
-                on_skip(SKIP_NO_OBJECT)
-            continue
-        frames = [loaded[start + t] for t in range(clip_length)]
-        rgb = np.stack([f.rgb for f in frames])  # (T, h, w, 3)
-        yield window_clip(video.name, start, rgb, [f.masks for f in frames], object_ids)

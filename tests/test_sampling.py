@@ -1,0 +1,103 @@
+"""Clips made when a sample is read: windows and pseudo-video drawn from stored sources as a
+function of the generator; fixed clips the same for every reader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from stored import make_images, make_videos, shard_params, store
+
+from sam2_video.data import sampling
+from sam2_video.data.clips import choose_at_most
+from sam2_video.data.loader import StepBatches, batch_indices
+
+
+@pytest.fixture(scope="module")
+def video_reader(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("videos")
+    return store(make_videos(root / "raw", 3, 10), root / "split", clip_length=4, stride=3,
+                 max_objects=2, max_side=64)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def image_reader(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("images")
+    return store(make_images(root / "raw", 3), root / "split", clip_length=4, max_side=64)
+
+
+def _same(a, b) -> bool:
+    return (a.name, a.object_ids) == (b.name, b.object_ids) and np.array_equal(
+        a.frames, b.frames
+    ) and np.array_equal(a.masks, b.masks)  # fmt: skip
+
+
+def test_training_windows_start_on_an_object_and_vary_with_the_generator(video_reader) -> None:
+    starts = set()
+    for seed in range(40):
+        clip = video_reader.training_clip(1, np.random.default_rng(seed))
+        start = int(clip.name.split("__")[1])
+        starts.add(start)
+        eligible = video_reader.source(1).eligible[start]
+        assert clip.num_frames == 4 and 0 <= start <= 6
+        assert set(clip.object_ids) <= set(eligible) and len(clip.object_ids) == min(
+            2, len(eligible)
+        )
+        assert clip.masks[0].any(axis=(1, 2)).all()  # the first frame shows every object
+        assert clip.frame_keys == tuple(f"1/{t:05d}" for t in range(start, start + 4))
+    assert len(starts) > 3  # random starts, not the fixed windows
+
+
+def test_pseudo_video_is_new_at_every_visit_and_uncached(image_reader) -> None:
+    a, b = (image_reader.training_clip(0, np.random.default_rng(s)) for s in (1, 2))
+    assert a.frame_keys is None and a.name == b.name
+    assert not np.array_equal(a.frames, b.frames)
+    assert _same(a, image_reader.training_clip(0, np.random.default_rng(1)))
+
+
+def test_fixed_clips_are_the_strided_windows_and_the_same_for_every_reader(
+    video_reader, image_reader, tmp_path: Path
+) -> None:
+    assert video_reader.names == [f"{v}__{s:05d}" for v in range(3) for s in (0, 3, 6)]
+    assert image_reader.names == [source.name for source in map(image_reader.source, range(3))]
+    for reader in (video_reader, image_reader):
+        again = type(reader)(reader.split_dir)  # a fresh reader: another process, run, stage
+        for k in range(len(reader)):
+            assert _same(reader[k], again[k]) and _same(reader[k], reader[k])
+
+
+def test_fixed_clip_starts_skip_windows_without_an_eligible_object() -> None:
+    class Source:
+        name, still = "v", False
+        eligible = ((), (3,), (3,), (), (1, 2), (1,), (1,))
+
+    p = shard_params(clip_length=2, stride=2)
+    assert sampling.fixed_clip_starts([Source()], p) == [(0, 2), (0, 4)]
+
+
+def test_batches_are_a_function_of_seed_step_and_rank(video_reader) -> None:
+    def batch(step, rank=0, seed=0):
+        return StepBatches(video_reader, 2, 32, seed, rank, world_size=2, steps=10)[step]
+
+    first, again = batch(3), batch(3)
+    assert first.names == again.names and first.images.equal(again.images)
+    assert first.gt.equal(again.gt)
+    others = [batch(3, rank=1), batch(4), batch(3, seed=1)]
+    assert all(not other.images.equal(first.images) for other in others)
+    indices = batch_indices(video_reader.num_sources, 2, 3, 0, 0, 2)
+    assert [name.split("__")[0] for name in first.names] == [str(i) for i in indices]
+
+
+def test_fixed_windows_draw_objects_from_the_source_generator_in_window_order(video_reader):
+    """As the clip shards of format 2 drew them: one generator per source, window after
+    window, so the validation clips are the ones earlier runs scored."""
+    p = video_reader.params
+    for index in range(video_reader.num_sources):
+        source = video_reader.source(index)
+        rng = sampling.source_rng(p.seed, index)
+        for k, name in enumerate(video_reader.names):
+            if name.startswith(f"{index}__"):
+                start = int(name.split("__")[1])
+                expected = choose_at_most(source.eligible[start], p.max_objects, rng)
+                assert video_reader[k].object_ids == tuple(expected)
