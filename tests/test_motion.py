@@ -190,6 +190,34 @@ def test_rotation_by_90_degrees_about_the_centre() -> None:
     assert np.argwhere(turned[0]).tolist() == [[0, 3]]
 
 
+def test_many_objects_warp_as_each_alone_under_pil_nearest() -> None:
+    """Objects travel 8 to a byte: 11 overlapping masks (two groups) each equal PIL's own
+    NEAREST warp of that mask alone."""
+    rng = np.random.default_rng(4)
+    masks = rng.random((11, 30, 40)) < 0.4  # (O, H, W)
+    matrix = motion.affine_matrix((30, 40), 23.0, 1.3, 7.0, (3.0, -2.0))
+    inverse = tuple(np.linalg.inv(matrix)[:2].reshape(-1).tolist())
+    warped = motion.warp_masks(masks, matrix)
+    for mask, got in zip(masks, warped, strict=True):
+        alone = Image.fromarray(mask.astype(np.uint8) * 255).transform(
+            (40, 30), Image.Transform.AFFINE, inverse, Image.Resampling.NEAREST
+        )
+        np.testing.assert_array_equal(got, np.asarray(alone) > 0)
+
+
+def test_jitter_colours_within_one_level_of_float_formulas() -> None:
+    """torchvision's three steps in float64, unclipped between them (values stay in range)."""
+    rgb = np.random.default_rng(5).integers(60, 190, (20, 30, 3), dtype=np.uint8)
+    brightness, contrast, saturation = 1.1, 0.8, 1.3
+    x = rgb.astype(np.float64) * brightness
+    grey = x @ np.array([0.299, 0.587, 0.114])
+    x = (x - grey.mean()) * contrast + grey.mean()
+    grey = x @ np.array([0.299, 0.587, 0.114])
+    x = (x - grey[..., None]) * saturation + grey[..., None]
+    got = motion.jitter_colours(rgb, brightness, contrast, saturation).astype(np.float64)
+    assert np.abs(got - np.clip(x, 0, 255)).max() <= 1.0
+
+
 def test_translation_only_clip_shifts_image_and_mask_together(tmp_path) -> None:
     rgb = _noise(3)
     image = _one_image(tmp_path, rgb, [_ann(1, compressed_rle(_rect(20, 25, 15, 20)))])

@@ -9,9 +9,9 @@ Frame t of a clip is `frame_affine[t] @ clip_affine @ crop` applied to the (resi
   clip_affine   rotation / scale / x-shear about the centre plus a translation, once per clip
   frame_affine  the same kinds with smaller ranges, drawn independently for every frame
 then per-frame colour jitter (brightness, contrast, saturation). Image and masks are warped
-by the same matrix: the image with PIL bilinear, the masks with exact pixel-centre nearest
-neighbour (the sampling rule PIL's NEAREST uses). An object warped out of view has an empty
-mask on that frame; translations are whole pixels so that a pure translation is lossless.
+by the same matrix with PIL's affine transform: the image bilinear, the masks nearest. An
+object warped out of view has an empty mask on that frame; translations are whole pixels
+so that a pure translation is lossless.
 
 The ranges come from the parsed `shard.motion` params section (`params.MotionParams`).
 """
@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageStat
 
 from sam2_video.data.clips import Clip, objects_on_first_frame
 from sam2_video.params import MotionParams
@@ -65,32 +65,23 @@ def _invert_affine(matrix: np.ndarray) -> np.ndarray:
     return np.concatenate([inverse_linear, -inverse_linear @ matrix[:2, 2:3]], axis=1)
 
 
-def _source_pixels(inverse: np.ndarray, height: int, width: int) -> tuple[np.ndarray, ...]:
-    """(H, W) flat source index of each output pixel (0 where outside), and whether it lies
-    inside the source: floor(inverse @ (x + 0.5, y + 0.5)), a row term plus a column term."""
-    ys, xs = np.arange(height) + 0.5, np.arange(width) + 0.5
-    cols = np.floor(np.add.outer(inverse[0, 1] * ys, inverse[0, 0] * xs) + inverse[0, 2])
-    rows = np.floor(np.add.outer(inverse[1, 1] * ys, inverse[1, 0] * xs) + inverse[1, 2])
-    inside = (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)  # (H, W)
-    return np.where(inside, rows * width + cols, 0).astype(np.intp), inside
-
-
 def warp_masks(masks: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """(O, H, W) bool warped by the forward affine `matrix`; outside the source is False.
-
-    Output pixel (x, y) takes source pixel floor(inverse @ (x + 0.5, y + 0.5)), the
-    pixel-centre rule of PIL's NEAREST. Eight objects at a time travel as the bits of one
-    byte, so a pixel is gathered once for all of them.
-    """
+    """(O, H, W) bool warped by the forward affine `matrix` with PIL NEAREST (the sampler of
+    `warp_image`, so masks stay on their objects); outside the source is False. Eight
+    objects at a time travel as the bits of one byte: one warp serves all of them."""
     count, height, width = masks.shape
-    flat, inside = _source_pixels(_invert_affine(matrix), height, width)
+    data = tuple(float(v) for v in _invert_affine(matrix).reshape(-1))  # output -> input
     warped = np.empty_like(masks)
     for first in range(0, count, 8):
         group = masks[first : first + 8]
-        bits = np.packbits(group, axis=0, bitorder="little")[0].reshape(-1)  # (H * W,)
-        taken = (bits[flat] * inside)[None]  # (1, H, W) uint8
-        unpacked = np.unpackbits(taken, axis=0, count=len(group), bitorder="little")
-        warped[first : first + len(group)] = unpacked.view(bool)
+        bits = np.zeros((height, width), dtype=np.uint8)
+        for k, mask in enumerate(group):
+            bits |= mask.view(np.uint8) << k
+        image = Image.fromarray(bits).transform(
+            (width, height), Image.Transform.AFFINE, data, Image.Resampling.NEAREST
+        )
+        flags = (1 << np.arange(len(group), dtype=np.uint8))[:, None, None]  # (G, 1, 1)
+        warped[first : first + len(group)] = (np.asarray(image)[None] & flags) != 0
     return warped
 
 
@@ -167,14 +158,17 @@ def jitter_colours(
 ) -> np.ndarray:
     """(H, W, 3) uint8 with colour factors applied (1.0 = unchanged), torchvision's formulas:
     brightness x * b, contrast (x - mean grey) * c + mean grey, saturation (x - grey) * s +
-    grey. The grey weights sum to 1, so the three fold into one scale of the pixel plus a
-    term of its grey (one pass over the image instead of one per step)."""
-    gray = rgb.astype(np.float32) @ _GRAY_WEIGHTS  # (H, W)
+    grey. The grey weights sum to 1, so the three fold into one colour matrix (a scale of
+    the pixel plus a term of its grey), applied in one pass by PIL's matrix conversion."""
+    image = Image.fromarray(rgb)
+    mean_grey = float(np.dot(_GRAY_WEIGHTS, ImageStat.Stat(image).mean))  # exact channel sums
     scale = brightness * contrast
-    offset = float(gray.mean()) * brightness * (1 - contrast)
-    image = rgb.astype(np.float32) * (saturation * scale)
-    image += ((1 - saturation) * scale * gray + offset)[..., None]
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    offset = mean_grey * brightness * (1 - contrast)
+    rows = (1 - saturation) * scale * np.tile(_GRAY_WEIGHTS, (3, 1)) + saturation * scale * np.eye(
+        3
+    )
+    matrix = np.concatenate([rows, np.full((3, 1), offset)], axis=1)  # (3, 4): RGB + 1
+    return np.asarray(image.convert("RGB", tuple(matrix.reshape(-1).tolist())))
 
 
 def _draw_jitter(rng: np.random.Generator, motion: MotionParams) -> tuple[float, float, float]:
