@@ -125,6 +125,32 @@ def test_shards_are_byte_identical_for_one_and_two_workers(tmp_path: Path) -> No
 # ---------------------------------------------------------------------------- bad input, atomicity
 
 
+class _Watched:
+    """A source that, when its first frame is encoded, records the bytes already in the
+    shard being written (the build's temp directory)."""
+
+    def __init__(self, source, out: Path, seen: list[int]) -> None:
+        self._source, self._out, self._seen = source, out, seen
+
+    def __getattr__(self, name: str):
+        return getattr(self._source, name)
+
+    def frame_masks(self, index: int):
+        if index == 0:
+            partial = list(self._out.parent.glob(f".tmp-{self._out.name}-*/*/shard-00000.tar"))
+            self._seen.append(sum(p.stat().st_size for p in partial))
+        return self._source.frame_masks(index)
+
+
+def test_sources_are_written_as_they_arrive_not_held_per_shard(tmp_path: Path) -> None:
+    first, second = make_videos(tmp_path / "raw", 2, 6)
+    out, seen = tmp_path / "split", []
+    store([first, _Watched(second, out, seen)], out, clip_length=2, max_side=10_000)
+    jpegs = sum(first.frame_path(t).stat().st_size for t in range(6))
+    assert len(seen) == 1 and seen[0] >= jpegs - 16 * 1024  # only the file buffer may wait
+    assert len(list(out.glob("shard-*.tar"))) == 1  # both in one shard (64 per shard)
+
+
 def test_bad_image_fails_the_build_and_keeps_the_previous_split(tmp_path: Path) -> None:
     videos = make_videos(tmp_path / "raw")
     out = tmp_path / "split"

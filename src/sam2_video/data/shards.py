@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import json
 import multiprocessing
 import os
@@ -240,12 +241,7 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _write_shard(path: Path, stored: Sequence[_Stored]) -> dict[str, Any]:
-    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
-        for source in stored:
-            for name, data in source.members or ():
-                _add_member(tar, name, data)
-    names = [source.name for source in stored]
+def _shard_record(path: Path, names: list[str]) -> dict[str, Any]:
     return {
         "file": path.name,
         "num_sources": len(names),
@@ -255,10 +251,9 @@ def _write_shard(path: Path, stored: Sequence[_Stored]) -> dict[str, Any]:
     }
 
 
-def _write_shards(outcomes: Iterator[_Stored], out_dir: Path, p: ShardParams) -> dict[str, Any]:
-    """Shard files of the stored sources (sources_per_shard each); skips and sizes."""
-    records, batch, skips, seen = [], [], Counter(), set()
-    source_bytes = 0
+def _kept(outcomes: Iterator[_Stored], skips: Counter, totals: Counter) -> Iterator[_Stored]:
+    """The outcomes to store (skips counted), checked for twice-used names."""
+    seen = set()
     for outcome in outcomes:
         if outcome.skip:
             skips[outcome.skip] += 1
@@ -266,14 +261,29 @@ def _write_shards(outcomes: Iterator[_Stored], out_dir: Path, p: ShardParams) ->
         if outcome.name in seen:
             raise ValueError(f"source name {outcome.name!r} occurs twice in one split")
         seen.add(outcome.name)
-        source_bytes += outcome.source_bytes
-        batch.append(outcome)
-        if len(batch) == p.sources_per_shard:
-            records.append(_write_shard(out_dir / shard_name(len(records)), batch))
-            batch = []
-    if batch:
-        records.append(_write_shard(out_dir / shard_name(len(records)), batch))
-    return {"shards": records, "skips": dict(sorted(skips.items())), "source_bytes": source_bytes}
+        totals["source_bytes"] += outcome.source_bytes
+        yield outcome
+
+
+def _add_source(tar: tarfile.TarFile, stored: _Stored) -> str:
+    for name, data in stored.members or ():
+        _add_member(tar, name, data)
+    return stored.name
+
+
+def _write_shards(outcomes: Iterator[_Stored], out_dir: Path, p: ShardParams) -> dict[str, Any]:
+    """Shard files of the stored sources (sources_per_shard each), each source written as
+    it arrives (memory holds one source, not a shard); skips and sizes."""
+    records, skips, totals = [], Counter(), Counter()
+    kept = _kept(outcomes, skips, totals)
+    while (first := next(kept, None)) is not None:
+        path = out_dir / shard_name(len(records))
+        with tarfile.open(path, "w", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
+            group = itertools.chain([first], itertools.islice(kept, p.sources_per_shard - 1))
+            names = [_add_source(tar, stored) for stored in group]
+        records.append(_shard_record(path, names))
+    skipped = dict(sorted(skips.items()))
+    return {"shards": records, "skips": skipped, "source_bytes": totals["source_bytes"]}
 
 
 def build_split(
