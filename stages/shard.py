@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sam2_video.data import shards
 from sam2_video.data.sources import coco_images, coco_video, davis
+from sam2_video.errors import run_stage
 from sam2_video.files import read_json
 from sam2_video.params import ShardParams, load_params
 
@@ -62,4 +63,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("shard", main)
