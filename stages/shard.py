@@ -52,8 +52,8 @@ def main() -> None:
         manifest = shards.build_split(items, OUT / split, p, progress=True)
         if manifest["num_sources"] == 0:
             raise ValueError(
-                f"shard: the {split} split has no usable video/image (skips: "
-                f"{manifest['skips']}); check clip_length and min_area"
+                f"{OUT / split}: the {split} split has no usable video/image (skips: "
+                f"{manifest['skips']}); check shard.clip_length and shard.min_area"
             )
         ratio = manifest["total_bytes"] / max(manifest["source_bytes"], 1)
         print(

@@ -103,6 +103,8 @@ def main() -> None:
     torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
 
     base = RAW / "base_checkpoint.pt"
+    if not base.is_file():
+        raise FileNotFoundError(f"{base}: not found; run the fetch stage (dvc repro fetch)")
     cfg = build.load_model_config(p.train.model, p.train.image_size)
     model = build.build_model(cfg)
     build.load_checkpoint(model, base)
