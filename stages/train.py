@@ -21,54 +21,11 @@ from sam2_video import fit
 from sam2_video.data.shards import ShardReader
 from sam2_video.errors import run_stage
 from sam2_video.files import sha256_file, source_digest, write_json_atomic
-from sam2_video.model import build, losses, rollout
-from sam2_video.params import Params, load_params
+from sam2_video.model import build
+from sam2_video.params import load_params
 
 RAW, SHARDS, MODEL = Path("data/raw"), Path("data/shards"), Path("data/model")
 CHECKPOINTS, LIVE_DIR = Path("data/checkpoints"), Path("dvclive/train")
-
-
-def settings_from(p: Params) -> fit.FitSettings:
-    t = p.train
-    return fit.FitSettings(
-        steps=t.steps,
-        lr=p.lr,
-        batch_size=t.batch_size,
-        grad_accum=t.grad_accum,
-        weight_decay=t.weight_decay,
-        warmup_steps=t.warmup_steps,
-        min_lr_ratio=t.min_lr_ratio,
-        grad_clip=t.grad_clip,
-        image_size=t.image_size,
-        seed=p.seed,
-        lr_scale=tuple(sorted(t.lr_scale.items())),
-        prompts=rollout.PromptConfig(
-            prob_mask=t.prob_mask,
-            prob_points=t.prob_points,
-            prob_box=t.prob_box,
-            num_pos_points=t.num_pos_points,
-            include_center=t.include_center,
-            box_jitter=t.box_jitter,
-            num_correction_clicks=t.num_correction_clicks,
-            max_cond_frames=t.max_cond_frames,
-        ),
-        loss_weights=losses.LossWeights(
-            mask=t.loss_mask,
-            dice=t.loss_dice,
-            iou=t.loss_iou,
-            object_score=t.loss_object_score,
-            temporal=t.loss_temporal,
-            use_focal=t.use_focal,
-        ),
-        amp=t.amp,
-        num_workers=t.num_workers,
-        feature_cache_mb=t.feature_cache_mb,
-        checkpoint_every=t.checkpoint_every,
-        val_every=t.val_every,
-        val_clips=t.val_clips,
-        early_stop_patience=t.early_stop_patience,
-        memory_as_predictor=t.memory_as_predictor,
-    )
 
 
 def code_digest() -> str:
@@ -113,9 +70,8 @@ def main() -> None:
         for name, (total, trainable) in build.parameter_summary(model).items():
             print(f"params {name:24s} total {total:>10,d} trainable {trainable:>10,d}")
     train_reader, val_reader = ShardReader(SHARDS / "train"), ShardReader(SHARDS / "val")
-    settings = settings_from(p)
     inputs = sha256_file(base) + sha256_file(SHARDS / "train" / "manifest.json") + code_digest()
-    fingerprint = settings.fingerprint(f"{inputs}|world={world}|{p.train.trainable_modules}")
+    fingerprint = fit.fingerprint(p, f"{inputs}|world={world}")
     live = Live(str(LIVE_DIR), dvcyaml=False, save_dvc_exp=False) if rank == 0 else None
     summary = {"steps": 0}
     if p.train.steps > 0:
@@ -123,7 +79,7 @@ def main() -> None:
             model,
             train_reader,
             val_reader,
-            settings,
+            p,
             CHECKPOINTS / "resume.pt",
             live,
             device,

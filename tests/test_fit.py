@@ -1,26 +1,24 @@
+import dataclasses
+
+import fit_worker
 import pytest
 
 from sam2_video import fit
 from sam2_video.data.loader import FixedClips
-from sam2_video.model import losses, rollout
+from sam2_video.params import Params
 
 
-def settings(**overrides) -> fit.FitSettings:
-    def make(steps=100, lr=1e-3, warmup_steps=10, **rest):
-        return fit.FitSettings(
-            steps=steps, lr=lr, batch_size=2, grad_accum=1, weight_decay=0.0,
-            warmup_steps=warmup_steps, min_lr_ratio=0.1, grad_clip=1.0, image_size=128, seed=0,
-            lr_scale=(),
-            prompts=rollout.PromptConfig(), loss_weights=losses.LossWeights(), amp=False,
-            num_workers=0, checkpoint_every=10, val_every=10, val_clips=1,
-            early_stop_patience=0, memory_as_predictor=True, **rest,
-        )  # fmt: skip
-
-    return make(**overrides)
+def settings(steps=100, lr=1e-3, warmup_steps=10) -> Params:
+    base = fit_worker.settings(steps=steps, batch=2)
+    return dataclasses.replace(
+        base,
+        lr=lr,
+        train=dataclasses.replace(base.train, warmup_steps=warmup_steps, min_lr_ratio=0.1),
+    )
 
 
 def test_lr_schedule_warms_up_linearly_then_decays_to_the_floor():
-    s = settings()
+    s = settings().train
     assert fit.lr_factor(0, s) == pytest.approx(0.1)
     assert fit.lr_factor(9, s) == pytest.approx(1.0)
     assert fit.lr_factor(10, s) == pytest.approx(1.0)
@@ -35,9 +33,10 @@ def test_step_generators_differ_by_step_and_rank_but_repeat():
 
 
 def test_fingerprint_changes_with_any_setting():
-    assert settings().fingerprint() == settings().fingerprint()
-    assert settings().fingerprint() != settings(lr=2e-3).fingerprint()
-    assert settings().fingerprint("a") != settings().fingerprint("b")
+    assert fit.fingerprint(settings()) == fit.fingerprint(settings())
+    assert fit.fingerprint(settings()) != fit.fingerprint(settings(lr=2e-3))
+    assert fit.fingerprint(settings()) != fit.fingerprint(settings(warmup_steps=3))
+    assert fit.fingerprint(settings(), "a") != fit.fingerprint(settings(), "b")
 
 
 # -- real training runs ---------------------------------------------------------------------
@@ -173,7 +172,8 @@ def test_fit_on_cuda_updates_the_weights_as_on_cpu(tmp_path):
     for name, device, amp in (("cpu", "cpu", False), ("cuda", "cuda", False),
                               ("cuda_bf16", "cuda", True)):  # fmt: skip
         model = fit_worker.tiny_model()
-        s = dataclasses.replace(fit_worker.settings(steps=3, batch=2), amp=amp)
+        s = fit_worker.settings(steps=3, batch=2)
+        s = dataclasses.replace(s, train=dataclasses.replace(s.train, amp=amp))
         summary = fit.fit(model, FixedClips(clips), clips[:1], s, tmp_path / f"{name}.pt", None,
                           torch.device(device), "x")  # fmt: skip
         assert summary["steps"] == 3 and 0.0 <= summary["best_val_jf"] <= 1.0, summary

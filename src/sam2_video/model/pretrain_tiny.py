@@ -9,6 +9,7 @@ only its memory modules to the *target* domain. Weights are stored in float16 (a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from sam2_video.data.sources.synthetic import DOMAINS, render_scene
 from sam2_video.evaluate import metrics
 from sam2_video.evaluate.predict import object_prompts, predict_masks
 from sam2_video.model import build, losses, rollout, transforms
+from sam2_video.params import defaults
 
 IMAGE_SIZE = 128
 
@@ -66,10 +68,28 @@ def val_scenes(seed: int, count: int = 8):
 # in "predict background" for thousands of steps; BCE with a heavier dice term gets
 # out of that plateau quickly. Fine-tuning defaults to this same loss (train.use_focal
 # false, loss_dice 5): tuning the tiny base with SAM2's focal weights lowered target J&F.
-PRETRAIN_LOSS = losses.LossWeights(mask=20.0, dice=5.0, iou=1.0, object_score=1.0, use_focal=False)
+PRETRAIN_LOSS = dataclasses.replace(
+    defaults().train,
+    loss_mask=20.0,
+    loss_dice=5.0,
+    loss_iou=1.0,
+    loss_object_score=1.0,
+    loss_temporal=0.0,
+    use_focal=False,
+)
 
 
-IMAGE_PROMPTS = rollout.PromptConfig(0.0, 0.6, 0.4, num_correction_clicks=2)
+IMAGE_PROMPTS = dataclasses.replace(
+    defaults().train,
+    prob_mask=0.0,
+    prob_points=0.6,
+    prob_box=0.4,
+    num_pos_points=1,
+    include_center=False,
+    box_jitter=0.1,
+    num_correction_clicks=2,
+    max_cond_frames=1,
+)
 
 
 def pretrain(
@@ -88,8 +108,14 @@ def pretrain(
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 2),
                                                 pct_start=0.05)  # fmt: skip
     scenes = val_scenes(seed, val_count)
-    prompt_cfg = rollout.PromptConfig(mask_prob, (1 - mask_prob) / 2, (1 - mask_prob) / 2,
-                                      num_correction_clicks=1, max_cond_frames=2)  # fmt: skip
+    prompt_cfg = dataclasses.replace(
+        IMAGE_PROMPTS,
+        prob_mask=mask_prob,
+        prob_points=(1 - mask_prob) / 2,
+        prob_box=(1 - mask_prob) / 2,
+        num_correction_clicks=1,
+        max_cond_frames=2,
+    )
     weights, start, running = PRETRAIN_LOSS, time.time(), 0.0
     source_jf = {"mask": 0.0, "points": 0.0}
     for step in range(1, steps + 1):

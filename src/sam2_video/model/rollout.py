@@ -5,7 +5,9 @@ SAM2Base's lower-level pieces, so that every frame yields the multimask logits, 
 predictions and object-score logits of every prediction step (SAM2Base.track_step in
 train mode drops the object scores). Conditioning frames get prompts from ground truth;
 the other frames are tracked through memory. The same loop, in eval mode with one
-conditioning frame, is SAM2VideoPredictor's inference.
+conditioning frame, is SAM2VideoPredictor's inference. How conditioning frames are
+prompted is read from the train params section (`prob_*`, `num_pos_points`, ... of
+params.TrainParams), as parsed; evaluation passes its own (predict.EVAL_PROMPTS).
 """
 
 from __future__ import annotations
@@ -16,22 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from sam2_video.model import feature_cache, prompts
+from sam2_video.params import TrainParams
 
 PROMPT_KINDS = ("mask", "points", "box")
-
-
-@dataclass(frozen=True)
-class PromptConfig:
-    """How conditioning frames are prompted (probabilities over PROMPT_KINDS)."""
-
-    prob_mask: float = 0.5
-    prob_points: float = 0.25
-    prob_box: float = 0.25
-    num_pos_points: int = 1
-    include_center: bool = False
-    box_jitter: float = 0.1
-    num_correction_clicks: int = 0
-    max_cond_frames: int = 1
 
 
 @dataclass(frozen=True)
@@ -57,7 +46,7 @@ class FrameOutput:
     low_res_logits: torch.Tensor  # (N, 1, S/4, S/4) what SAM2VideoPredictor upsamples
 
 
-def sample_plan(num_frames: int, cfg: PromptConfig, gen: torch.Generator) -> Plan:
+def sample_plan(num_frames: int, cfg: TrainParams, gen: torch.Generator) -> Plan:
     """Prompt kind and conditioning frames for one training batch (SAM2's sampling)."""
     probs = torch.tensor([cfg.prob_mask, cfg.prob_points, cfg.prob_box])
     kind = PROMPT_KINDS[int(torch.multinomial(probs, 1, generator=gen))]
@@ -90,7 +79,7 @@ def image_features(model, images: torch.Tensor, encoder_grad: bool, encoded=None
     return feats, pos, sizes  # feats/pos: lists of (HW, F, C)
 
 
-def _prompt_inputs(kind: str, gt: torch.Tensor, cfg: PromptConfig, gen: torch.Generator):
+def _prompt_inputs(kind: str, gt: torch.Tensor, cfg: TrainParams, gen: torch.Generator):
     """(point_inputs, mask_inputs) for one conditioning frame; gt (N, S, S) bool."""
     if kind == "mask":
         return None, gt[:, None].float()
@@ -165,7 +154,7 @@ def track(
     gt: torch.Tensor,
     obj_to_clip: torch.Tensor,
     plan: Plan,
-    cfg: PromptConfig,
+    cfg: TrainParams,
     gen: torch.Generator,
     encoded=None,
     first_frame: int = 0,
