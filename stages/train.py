@@ -26,6 +26,7 @@ from sam2_video.params import load_params
 
 RAW, SHARDS, MODEL = Path("data/raw"), Path("data/shards"), Path("data/model")
 CHECKPOINTS, LIVE_DIR = Path("data/checkpoints"), Path("dvclive/train")
+RUN_LOG = Path("logs/train.json")
 
 
 def code_digest() -> str:
@@ -89,11 +90,14 @@ def main() -> None:
         MODEL.mkdir(parents=True, exist_ok=True)
         build.save_checkpoint(model, MODEL / "sam2_finetuned.pt")
         build.save_model_config(cfg, MODEL / "sam2_model.yaml")
-        # wall-clock seconds and cache hits (a resumed run starts cold) stay out of the
-        # model folder, so equal weights hash equal
-        kept = {k: v for k, v in summary.items() if k not in ("seconds", "feature_cache")}
+        # wall-clock seconds and cache hits (a resumed run starts cold) describe the run, not
+        # its result: not metrics (`dvc exp show` compares results), not in the model folder
+        # (equal weights hash equal)
+        run_log = {k: v for k, v in summary.items() if k in ("seconds", "feature_cache")}
+        kept = {k: v for k, v in summary.items() if k not in run_log}
         write_json_atomic(MODEL / "train_summary.json", kept)
-        live.summary.update(summary)
+        write_json_atomic(RUN_LOG, run_log)
+        live.summary.update(kept)
         live.make_summary()
         live.end()
         print(f"train: done {summary}")

@@ -252,7 +252,8 @@ def fit(
         run.step += 1
         bar.update(1)
 
-        record = {"step": run.step, "train/lr": lr}
+        # not "lr": the summary in `dvc exp show` holds the last value, next to the lr param
+        record = {"step": run.step, "train/lr_at_step": lr}
         record.update({f"train/loss_{k}" if k != "total" else "train/loss": v
                        for k, v in sums.items()})  # fmt: skip
         sums = {}
