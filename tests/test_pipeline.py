@@ -112,3 +112,16 @@ def test_killed_training_resumes_to_the_uninterrupted_result(project):
     assert (json.loads((project / "metrics" / "eval.json").read_text()), weights_digest()) == (
         reference
     )
+
+
+def test_the_model_is_declared_as_a_dvc_artifact():
+    """What `dvc artifacts get` and the model registry read: dvc's own loader of dvc.yaml."""
+    from dvc.repo import Repo
+    from dvc_project import REPO
+
+    with Repo(str(REPO)) as repo:
+        declared = repo.artifacts.read()["dvc.yaml"]
+        train_outs = {str(out.def_path) for out in repo.stage.collect("train")[0].outs}
+    model = declared["sam2-video-model"]
+    assert model.type == "model" and model.path == "data/model" and model.desc
+    assert model.path in train_outs

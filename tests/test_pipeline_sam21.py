@@ -6,16 +6,19 @@ from the sam2 package's config), small frames and 2 training steps, on CPU.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from dvc_project import copy_project, init_git, run
+from dvc_project import REPO, copy_project, init_git, project_env, run
 from stored import write_coco
+from test_readme import fenced_block_after
 
 from sam2_video.evaluate.parity import vos_inference_predictor
 from sam2_video.model import build
 
+COMPARE = "<!-- compare command: tests/test_pipeline_sam21.py runs this line as written -->"
 SIZE = 128  # train.image_size and shard.max_side: small, so that CPU runs it in a minute
 SMALL = {
     "shard": {"workers": 1, "stride": 8},
@@ -26,7 +29,6 @@ SMALL = {
         "val_clips": 1,
         "checkpoint_every": 2,
         "warmup_steps": 1,
-        "feature_cache_mb": 0,
     },
     "evaluate": {"max_clips": 1, "prompts": ["mask", "points"]},
     "render": {"num_clips": 1},
@@ -53,28 +55,19 @@ def test_exp_run_with_a_sam21_model_runs_every_stage(tmp_path):
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "project under test"], root)
 
-    out = run(
-        [
-            "dvc",
-            "exp",
-            "run",
-            "-n",
-            "sam21",
-            "-S",
-            "model=sam2.1_hiera_tiny",
-            "-S",
-            "fetch.source=coco_video",
-            "-S",
-            "fetch.local_dir=mine",
-            "-S",
-            f"fetch.checkpoint={checkpoint}",
-            "-S",
-            f"train.image_size={SIZE}",
-            "-S",
-            f"shard.max_side={SIZE}",
-        ],
-        root,
-    )
+    switch = f"-S model=sam2.1_hiera_tiny -S fetch.source=coco_video -S fetch.local_dir=mine \
+               -S train.image_size={SIZE} -S shard.max_side={SIZE}"
+    cmd = [
+        "dvc",
+        "exp",
+        "run",
+        "-n",
+        "sam21",
+        *switch.split(),
+        "-S",
+        f"fetch.checkpoint={checkpoint}",
+    ]
+    out = run(cmd, root)
     ran = {line.split("'")[1] for line in out.stdout.splitlines() if "Running stage" in line}
     assert ran == {"fetch", "shard", "train", "evaluate", "render"}
 
@@ -99,6 +92,21 @@ def test_exp_run_with_a_sam21_model_runs_every_stage(tmp_path):
     metrics = json.loads((root / "metrics" / "eval.json").read_text())
     assert {"jf", "jf_base", "jf_gain", "jf_points"} <= set(metrics)
     assert list((root / "plots" / "gifs").glob("*.gif"))
+    readme = (REPO / "README.md").read_text()
+    compare = fenced_block_after(COMPARE, readme).strip()
+    table = subprocess.run(
+        ["bash", "-c", compare],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env=project_env(root) | {"COLUMNS": "120"},
+    ).stdout
+    header = next(line for line in table.splitlines() if "Experiment" in line)
+    # the baseline row (the repo's committed default run) adds jf_gain_box; nothing is cut off
+    names = header.split()
+    assert names[:4] == ["Experiment", "jf", "jf_base", "jf_gain"] and "…" not in table
+    assert names[-3:] == ["model", "seed", "lr"] and "jf_gain_points" in names
+    assert "sam21" in table and max(len(line) for line in table.splitlines()) <= 120
     shown = json.loads(run(["dvc", "exp", "show", "--json"], root).stdout)
     runs = [r for entry in shown for r in entry.get("experiments") or [] if r["name"] == "sam21"]
     assert len(runs) == 1
