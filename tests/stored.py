@@ -19,7 +19,7 @@ from sam2_video.params import ShardParams, defaults
 
 def shard_params(**overrides) -> ShardParams:
     """The shard defaults (the tiny model's), one worker, with `overrides`."""
-    return dataclasses.replace(defaults().shard, workers=1, **overrides)
+    return dataclasses.replace(defaults().shard, **({"workers": 1} | overrides))
 
 
 def store(sources: Sequence, out: Path, **overrides) -> shards.ShardReader:
