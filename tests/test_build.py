@@ -11,8 +11,9 @@ def test_checkpoint_round_trip_is_exact_and_strict(tmp_path, tiny_cfg, tiny_mode
     assert set(state) == {"model"}
     other = build.build_model(tiny_cfg)
     build.load_checkpoint(other, path)
-    for (name, a), (_, b) in zip(tiny_model.state_dict().items(), other.state_dict().items(),
-                                 strict=True):  # fmt: skip
+    for (name, a), (_, b) in zip(
+        tiny_model.state_dict().items(), other.state_dict().items(), strict=True
+    ):
         assert torch.equal(a, b), name
 
 

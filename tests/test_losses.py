@@ -138,9 +138,12 @@ def test_one_target_mask_broadcasts_over_the_multimask_outputs():
     one = (torch.rand((2, 1, 8, 8), generator=gen) > 0.5).float()
     every = one.expand_as(logits)
     ious = torch.rand((2, 3), generator=gen)
-    torch.testing.assert_close(losses.focal_loss(logits, one, 0.25, 2.0),
-                               losses.focal_loss(logits, every, 0.25, 2.0))  # fmt: skip
+    torch.testing.assert_close(
+        losses.focal_loss(logits, one, 0.25, 2.0), losses.focal_loss(logits, every, 0.25, 2.0)
+    )
     torch.testing.assert_close(losses.dice_loss(logits, one), losses.dice_loss(logits, every))
-    torch.testing.assert_close(losses.iou_prediction_loss(logits, one, ious),
-                               losses.iou_prediction_loss(logits, every, ious))  # fmt: skip
+    torch.testing.assert_close(
+        losses.iou_prediction_loss(logits, one, ious),
+        losses.iou_prediction_loss(logits, every, ious),
+    )
     torch.testing.assert_close(losses.bce_loss(logits, one), losses.bce_loss(logits, every))

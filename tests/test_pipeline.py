@@ -96,11 +96,19 @@ def test_killed_training_resumes_to_the_uninterrupted_result(project):
     reference = (json.loads((project / "metrics" / "eval.json").read_text()), weights_digest())
 
     shutil.rmtree(checkpoints)
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               PYTHONPATH=str(project / "src"))  # fmt: skip
-    proc = subprocess.Popen(["dvc", "repro", "-f", "train"], cwd=project, env=env,
-                            start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        PYTHONPATH=str(project / "src"),
+    )
+    proc = subprocess.Popen(
+        ["dvc", "repro", "-f", "train"],
+        cwd=project,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 240
     while not (checkpoints / "resume.pt").exists() and time.time() < deadline:
         time.sleep(0.2)

@@ -41,8 +41,9 @@ def test_frozen_image_encoder_builds_no_graph(tiny_model):
 
 
 def test_sample_plan_respects_probabilities_and_cond_frames():
-    cfg = sam2_train(prob_mask=0.0, prob_points=0.0, prob_box=1.0, max_cond_frames=2,
-                               num_correction_clicks=1)  # fmt: skip
+    cfg = sam2_train(
+        prob_mask=0.0, prob_points=0.0, prob_box=1.0, max_cond_frames=2, num_correction_clicks=1
+    )
     gen = torch.Generator().manual_seed(0)
     plans = [rollout.sample_plan(5, cfg, gen) for _ in range(20)]
     assert {p.kind for p in plans} == {"box"}

@@ -53,8 +53,12 @@ class RunState:
 class ClipForward(torch.nn.Module):
     """Wraps SAM2 so that DDP sees one forward: the video rollout plus its loss."""
 
-    def __init__(self, sam: torch.nn.Module, train: TrainParams,
-                 cache: feature_cache.EncoderCache | None = None):  # fmt: skip
+    def __init__(
+        self,
+        sam: torch.nn.Module,
+        train: TrainParams,
+        cache: feature_cache.EncoderCache | None = None,
+    ):
         super().__init__()
         self.sam, self.train_params, self.cache = sam, train, cache
 
@@ -63,9 +67,17 @@ class ClipForward(torch.nn.Module):
         encoded = None
         if self.cache is not None:
             encoded = self.cache.encode(self.sam, batch.images, batch.frame_keys)
-        frames = rollout.track(self.sam, batch.images, batch.gt, batch.obj_to_clip, plan,
-                               t, gen, encoded,
-                               predictor_memory=t.memory_as_predictor)  # fmt: skip
+        frames = rollout.track(
+            self.sam,
+            batch.images,
+            batch.gt,
+            batch.obj_to_clip,
+            plan,
+            t,
+            gen,
+            encoded,
+            predictor_memory=t.memory_as_predictor,
+        )
         return losses.clip_losses(frames, batch.gt, t, num_objects)
 
 
@@ -104,8 +116,10 @@ def param_groups(model: torch.nn.Module, lr_scale: dict[str, float]) -> list[dic
     for name, param in model.named_parameters():
         if param.requires_grad:
             groups.setdefault(name.split(".")[0], []).append(param)
-    return [{"params": ps, "scale": lr_scale.get(mod, 1.0), "name": mod}
-            for mod, ps in sorted(groups.items())]  # fmt: skip
+    return [
+        {"params": ps, "scale": lr_scale.get(mod, 1.0), "name": mod}
+        for mod, ps in sorted(groups.items())
+    ]
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -125,8 +139,12 @@ def validate(model, val_reader, t: TrainParams, device) -> float:
 
 
 def save_resume_state(path: Path, model, opt, run: RunState, fingerprint: str) -> None:
-    state = {"fingerprint": fingerprint, "trainable": trainable_state(model),
-             "optimizer": opt.state_dict(), "run": asdict(run)}  # fmt: skip
+    state = {
+        "fingerprint": fingerprint,
+        "trainable": trainable_state(model),
+        "optimizer": opt.state_dict(),
+        "run": asdict(run),
+    }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -190,8 +208,9 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]
     # fused: one kernel for all parameters instead of a chain of foreach ops (a few % of a
     # tiny model's step); available on CPU and CUDA
-    opt = torch.optim.AdamW(param_groups(model, s.lr_scale), lr=p.lr,
-                            weight_decay=s.weight_decay, fused=True)  # fmt: skip
+    opt = torch.optim.AdamW(
+        param_groups(model, s.lr_scale), lr=p.lr, weight_decay=s.weight_decay, fused=True
+    )
     cache = None
     if s.feature_cache_mb > 0 and feature_cache.encoder_is_frozen(model):
         cache = feature_cache.EncoderCache(s.feature_cache_mb * 2**20)
@@ -210,11 +229,13 @@ def fit(
         log_step(live, record)
 
     # item k of the dataset is micro-batch k; a resumed run starts where the last stopped
-    batches = StepBatches(train_sources, s.batch_size, s.image_size, p.seed, rank, world,
-                          steps=s.steps * s.grad_accum)  # fmt: skip
+    batches = StepBatches(
+        train_sources, s.batch_size, s.image_size, p.seed, rank, world, steps=s.steps * s.grad_accum
+    )
     micro_steps = list(range(run.step * s.grad_accum, s.steps * s.grad_accum))
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(batches, micro_steps),
-                                         batch_size=None, num_workers=s.num_workers)  # fmt: skip
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(batches, micro_steps), batch_size=None, num_workers=s.num_workers
+    )
     use_bf16 = s.amp and device.type == "cuda"
     bar = tqdm(total=s.steps, initial=run.step, desc="train", disable=rank != 0, mininterval=5)
     t0, sums = time.time(), {}
@@ -254,12 +275,14 @@ def fit(
 
         # not "lr": the summary in `dvc exp show` holds the last value, next to the lr param
         record = {"step": run.step, "train/lr_at_step": lr}
-        record.update({f"train/loss_{k}" if k != "total" else "train/loss": v
-                       for k, v in sums.items()})  # fmt: skip
+        record.update(
+            {f"train/loss_{k}" if k != "total" else "train/loss": v for k, v in sums.items()}
+        )
         sums = {}
         if run.step % s.val_every == 0 or run.step == s.steps:
-            record["val/jf"] = _validate_and_track_best(model, val_reader, s, device, run,
-                                                        rank, world)  # fmt: skip
+            record["val/jf"] = _validate_and_track_best(
+                model, val_reader, s, device, run, rank, world
+            )
         run.history.append(record)
         log_step(live, record)
         if rank == 0 and (run.step % s.checkpoint_every == 0 or run.step == s.steps):
@@ -268,8 +291,12 @@ def fit(
             print(f"train: early stop at step {run.step}: no J&F gain in {run.stalled} checks")
             break
     bar.close()
-    summary = {"steps": run.step, "best_step": run.best_step, "best_val_jf": round(run.best_jf, 4),
-               "seconds": round(time.time() - t0, 1)}  # fmt: skip
+    summary = {
+        "steps": run.step,
+        "best_step": run.best_step,
+        "best_val_jf": round(run.best_jf, 4),
+        "seconds": round(time.time() - t0, 1),
+    }
     if cache is not None:
         summary["feature_cache"] = {k: round(v, 3) for k, v in cache.stats().items()}
 

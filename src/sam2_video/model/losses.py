@@ -196,8 +196,9 @@ def clip_losses(
     records = []
     for i, frame in enumerate(frames):
         t = _frame_targets(gt[i], w)
-        records += [_record(s.multimask_logits, s.ious, s.object_score_logits, t, w)
-                    for s in frame.steps]  # fmt: skip
+        records += [
+            _record(s.multimask_logits, s.ious, s.object_score_logits, t, w) for s in frame.steps
+        ]
     parts = _sum_losses(records, w)
     if w.loss_temporal > 0 and len(frames) > 1:
         pairs = zip(frames[:-1], frames[1:], strict=True)

@@ -115,8 +115,15 @@ def _correct(model, step0, sam_out, gt, point_inputs, frame_ctx, n_clicks, gen):
 # Top-level parts of SAM2Base that decoding a conditioning frame from its prompts never
 # reads (with directly_add_no_mem_embed it reads the features, no_mem_embed, the prompt
 # encoder, the mask decoder, mask_downsample and the object-pointer head): the memory path
-MEMORY_PATH = ("image_encoder", "memory_attention", "memory_encoder", "maskmem_tpos_enc",
-               "no_mem_pos_enc", "no_obj_embed_spatial", "obj_ptr_tpos_proj")  # fmt: skip
+MEMORY_PATH = (
+    "image_encoder",
+    "memory_attention",
+    "memory_encoder",
+    "maskmem_tpos_enc",
+    "no_mem_pos_enc",
+    "no_obj_embed_spatial",
+    "obj_ptr_tpos_proj",
+)
 
 
 def cond_decoding_is_frozen(model, feats: list[torch.Tensor]) -> bool:
@@ -127,8 +134,11 @@ def cond_decoding_is_frozen(model, feats: list[torch.Tensor]) -> bool:
     """
     if not model.directly_add_no_mem_embed or any(f.requires_grad for f in feats):
         return False  # without it, a conditioning frame goes through memory attention
-    return not any(p.requires_grad for name, p in model.named_parameters()
-                   if name.split(".")[0] not in MEMORY_PATH)  # fmt: skip
+    return not any(
+        p.requires_grad
+        for name, p in model.named_parameters()
+        if name.split(".")[0] not in MEMORY_PATH
+    )
 
 
 def _decode(model, frame, is_cond, plan, cfg, gen, gt, feats, pos, sizes, memory, video):
@@ -136,9 +146,18 @@ def _decode(model, frame, is_cond, plan, cfg, gen, gt, feats, pos, sizes, memory
     video: (index of the clip's first frame in the video, the video's frame count)."""
     point_inputs, mask_inputs = _prompt_inputs(plan.kind, gt, cfg, gen) if is_cond else (None, None)
     out, sam_out, high_res_features, pix_feat = model._track_step(
-        video[0] + frame, is_cond, feats, pos, sizes, point_inputs, mask_inputs, memory,
-        video[1], False, None,
-    )  # fmt: skip
+        video[0] + frame,
+        is_cond,
+        feats,
+        pos,
+        sizes,
+        point_inputs,
+        mask_inputs,
+        memory,
+        video[1],
+        False,
+        None,
+    )
     steps = [Step(sam_out[1], sam_out[2], sam_out[6])]
     if frame in plan.correction_frames:
         ctx = (high_res_features, pix_feat, is_cond)
@@ -194,14 +213,25 @@ def track(
         is_cond = frame in plan.cond_frames
         with torch.inference_mode(is_cond and frozen_cond):
             out, sam_out, steps, point_inputs = _decode(
-                model, frame, is_cond, plan, cfg, gen, gt[frame], cur_feats, cur_pos, sizes,
-                memory, video,
-            )  # fmt: skip
+                model,
+                frame,
+                is_cond,
+                plan,
+                cfg,
+                gen,
+                gt[frame],
+                cur_feats,
+                cur_pos,
+                sizes,
+                memory,
+                video,
+            )
         out["pred_masks"], out["pred_masks_high_res"], out["obj_ptr"] = sam_out[3:6]
         high_res = sam_out[4]
         if is_cond and predictor_memory:
-            high_res = F.interpolate(sam_out[3], size=high_res.shape[-2:], mode="bilinear",
-                                     align_corners=False)  # fmt: skip
+            high_res = F.interpolate(
+                sam_out[3], size=high_res.shape[-2:], mode="bilinear", align_corners=False
+            )
         # no later frame reads the memory of the last one: skip its memory encoder
         model._encode_memory_in_output(
             cur_feats, sizes, point_inputs, frame != order[-1], high_res, sam_out[6], out
