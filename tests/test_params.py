@@ -14,7 +14,10 @@ def write(tmp_path, text: str) -> Path:
 
 
 def test_repo_params_file_parses_and_matches_dataclass_defaults():
+    # params.yaml states every default of params.py, `auto` where params.py says auto
+    assert P.load_raw_params(REPO / "params.yaml") == P.Params()
     p = P.load_params(REPO / "params.yaml")
+    assert p == P.defaults()
     assert p.train.trainable_modules[:2] == ("memory_attention", "memory_encoder")
     assert isinstance(p.lr, float)
 
@@ -146,6 +149,8 @@ SAM21 = "model: sam2.1_hiera_tiny\n"
         ("fetch:\n  checkpoint: sam2.1_hiera_tiny\n", "than train.model 'tiny' (model: tiny)"),
         ("model: sam2.1_hiera_huge\n", "model: 'sam2.1_hiera_huge' is not allowed"),
         ("train:\n  image_size: big\n", "train.image_size: expected int or 'auto'"),
+        ("fetch:\n  source: auto\n", "fetch.source: 'auto' is not allowed"),
+        ("model: auto\n", "model: 'auto' is not allowed"),
     ],
 )
 def test_inconsistent_model_keys_fail_naming_them(tmp_path, text, fragment):

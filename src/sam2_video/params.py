@@ -378,7 +378,7 @@ def _check_range(check: str | None, value: Any, key: str) -> None:
 def _check_choice(key: str, value: Any) -> None:
     allowed = CHOICES.get(key)
     items = value if isinstance(value, tuple) else (value,)
-    if value == AUTO and key != "model":
+    if value == AUTO and key in recipe("tiny"):  # keys that `auto` is a value of
         return
     if allowed is not None and any(v not in allowed for v in items):
         raise ValueError(f"{key}: {value!r} is not allowed; choose from {allowed}")
