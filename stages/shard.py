@@ -22,9 +22,12 @@ RAW, OUT = Path("data/raw"), Path("data/shards")
 
 def load_sources(kind: str, split: dict, p: ShardParams) -> list:
     ann, images = Path(split["annotations"]), Path(split["images"])
-    if kind == "coco_images":
-        return coco_images.load_coco_images(ann, images, include_crowd=p.include_crowd)
-    return coco_video.load_coco_videos(ann, images)
+    try:
+        if kind == "coco_images":
+            return coco_images.load_coco_images(ann, images, include_crowd=p.include_crowd)
+        return coco_video.load_coco_videos(ann, images)
+    except ValueError as err:  # the first problem; the checker lists them all at once
+        raise ValueError(f"{err} (`sam2-video check {ann} {images}` lists every problem)") from None
 
 
 def split_sources(source: dict, p: ShardParams) -> dict[str, list]:

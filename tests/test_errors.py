@@ -100,6 +100,7 @@ def test_bad_data_stops_shard_naming_file_and_field(tmp_path):
     assert stage("fetch", tmp_path, params).returncode == 0
     line = one_line_error(stage("shard", tmp_path, params), "shard")
     assert "mine/train.json:images[id=2].order_in_video" in line
+    assert line.endswith("(`sam2-video check mine/train.json mine` lists every problem)")
     assert not (tmp_path / "data" / "shards").exists()
 
 
