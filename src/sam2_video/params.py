@@ -135,8 +135,7 @@ class ShardParams:
     )
     max_side: int | str = _f(
         AUTO,
-        "frames are stored with their longer side at most this (auto: train.image_size's "
-        "model default)",
+        "frames are stored with their longer side at most this (train.image_size must fit)",
         ">0",
     )
     sources_per_shard: int = _f(64, "videos or images per shard file", ">0")
