@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sam2_video.data.davis import write_davis_clip
 from sam2_video.data.shards import ShardReader
+from sam2_video.errors import run_stage
 from sam2_video.evaluate import run
 from sam2_video.files import atomic_path, write_json_atomic
 from sam2_video.model import build
@@ -34,16 +35,19 @@ def main() -> None:
             if prompt == shown:
                 write_davis_clip(tmp / model, clip.name, clip.frames, masks, clip.object_ids)
 
-        scores = run.score_models({"base": base, "finetuned": tuned}, clips, p, image_size,
-                                  device, save)  # fmt: skip
+        scores = run.score_models(
+            {"base": base, "finetuned": tuned}, clips, p, image_size, device, save
+        )
     headline = run.headline_metrics(scores, p.prompts)
     write_json_atomic(METRICS / "eval.json", headline)
     rows = run.per_clip_rows(scores, [c.name for c in clips], shown)
     write_json_atomic(METRICS / "per_clip.json", rows)
     jf, base, gain = headline["jf"], headline["jf_base"], headline["jf_gain"]
-    print(f"evaluate: {len(clips)} clips on {device}, means over objects: jf {jf:.3f} "
-          f"(base {base:.3f}, gain {gain:+.3f})")  # fmt: skip
+    print(
+        f"evaluate: {len(clips)} clips on {device}, means over objects: jf {jf:.3f} "
+        f"(base {base:.3f}, gain {gain:+.3f})"
+    )
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("evaluate", main)

@@ -16,24 +16,40 @@ from pathlib import Path
 
 from sam2_video.data import download
 from sam2_video.data.sources import synthetic
+from sam2_video.errors import run_stage
 from sam2_video.files import atomic_path, write_json_atomic
-from sam2_video.model.build import tiny_base_weights_path
-from sam2_video.params import FetchParams, load_params
+from sam2_video.model import build
+from sam2_video.params import FetchParams, Params, load_params
 
 RAW, DOWNLOADS = Path("data/raw"), Path("data/downloads")
 SAM21_REGISTRY = {f"sam2.1_hiera_{n}": n for n in ("tiny", "small", "base_plus", "large")}
 
 
+def check_checkpoint(p: Params) -> None:
+    """Before any work: a checkpoint file must exist and be of train.model's architecture."""
+    name = p.fetch.checkpoint
+    if name == "tiny" or name in SAM21_REGISTRY:
+        return  # named weights: params checked that they match train.model
+    if not Path(name).is_file():
+        raise FileNotFoundError(
+            f"fetch.checkpoint: {name!r} is neither auto, 'tiny', one of "
+            f"{sorted(SAM21_REGISTRY)}, nor an existing file; fix the path in params.yaml"
+        )
+    cfg = build.load_model_config(p.train.model, p.train.image_size)
+    fix = (
+        f"set fetch.checkpoint to a {p.train.model} checkpoint, or model (or train.model) "
+        "to the checkpoint's architecture"
+    )
+    build.check_checkpoint(cfg, name, f"params.yaml fetch.checkpoint: {fix}")
+
+
 def fetch_checkpoint(name: str, out: Path) -> None:
     if name == "tiny":
-        source = tiny_base_weights_path()
+        source = build.tiny_base_weights_path()
     elif name in SAM21_REGISTRY:
         source = download.fetch_checkpoint(SAM21_REGISTRY[name], DOWNLOADS)
-    elif Path(name).is_file():
-        source = Path(name)
     else:
-        raise ValueError(f"fetch.checkpoint: {name!r} is neither 'tiny', one of "
-                         f"{sorted(SAM21_REGISTRY)}, nor an existing file")  # fmt: skip
+        source = Path(name)
     try:  # a hard link avoids copying a large checkpoint; copy across file systems
         os.link(source, out)
     except OSError:
@@ -43,13 +59,18 @@ def fetch_checkpoint(name: str, out: Path) -> None:
 def fetch_synthetic(p: FetchParams, out: Path) -> dict:
     s = p.synthetic
     splits = {}
-    for split, videos, seed in (("train", s.train_videos, s.seed), ("val", s.val_videos,
-                                                                     s.seed + 1)):  # fmt: skip
-        spec = synthetic.SyntheticSpec("target", videos, s.num_frames,
-                                       (s.min_objects, s.max_objects), s.size, seed)  # fmt: skip
+    for split, videos, seed in (
+        ("train", s.train_videos, s.seed),
+        ("val", s.val_videos, s.seed + 1),
+    ):
+        spec = synthetic.SyntheticSpec(
+            "target", videos, s.num_frames, (s.min_objects, s.max_objects), s.size, seed
+        )
         print(f"fetch: generated {split}: {synthetic.write_coco_video(spec, out / split)}")
-        splits[split] = {"annotations": str(RAW / split / "annotations.json"),
-                         "images": str(RAW / split)}  # fmt: skip
+        splits[split] = {
+            "annotations": str(RAW / split / "annotations.json"),
+            "images": str(RAW / split),
+        }
     return {"kind": "coco_video", "splits": splits}
 
 
@@ -80,13 +101,17 @@ def coco2017(p: FetchParams, out: Path) -> dict:
         archive = download.fetch_file(download.COCO2017[part], DOWNLOADS)
         download.extract_archive(archive, target)
     split = f"{p.coco2017_split}2017"
-    train = {"annotations": str(RAW / "coco2017/annotations" / f"instances_{split}.json"),
-             "images": str(RAW / "coco2017" / split)}  # fmt: skip
+    train = {
+        "annotations": str(RAW / "coco2017/annotations" / f"instances_{split}.json"),
+        "images": str(RAW / "coco2017" / split),
+    }
     return {"kind": "coco_images", "splits": {"train": train}, "val_fraction": p.val_fraction}
 
 
 def main() -> None:
-    p = load_params().fetch
+    params = load_params()
+    check_checkpoint(params)
+    p = params.fetch
     with atomic_path(RAW) as tmp:
         tmp.mkdir()
         if p.source == "synthetic":
@@ -103,4 +128,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("fetch", main)

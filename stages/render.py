@@ -8,6 +8,7 @@ import numpy as np
 
 from sam2_video.data.davis import read_davis_annotations
 from sam2_video.data.shards import ShardReader
+from sam2_video.errors import run_stage
 from sam2_video.files import atomic_path
 from sam2_video.params import load_params
 from sam2_video.render import comparison_frames, write_gif
@@ -35,12 +36,14 @@ def main() -> None:
         tmp.mkdir()
         for i in range(min(p.num_clips, len(reader))):
             clip = reader[i]
-            panels = [clip.masks] + [predicted(m, clip.name, clip.num_objects)
-                                     for m in ("base", "finetuned")]  # fmt: skip
-            write_gif(comparison_frames(clip.frames, panels, p.scale), tmp / f"{clip.name}.gif",
-                      p.fps)  # fmt: skip
+            panels = [clip.masks] + [
+                predicted(m, clip.name, clip.num_objects) for m in ("base", "finetuned")
+            ]
+            write_gif(
+                comparison_frames(clip.frames, panels, p.scale), tmp / f"{clip.name}.gif", p.fps
+            )
     print(f"render: wrote {min(p.num_clips, len(reader))} GIFs to {OUT}")
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("render", main)

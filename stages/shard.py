@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sam2_video.data import shards
 from sam2_video.data.sources import coco_images, coco_video, davis
+from sam2_video.errors import run_stage
 from sam2_video.files import read_json
 from sam2_video.params import ShardParams, load_params
 
@@ -21,9 +22,12 @@ RAW, OUT = Path("data/raw"), Path("data/shards")
 
 def load_sources(kind: str, split: dict, p: ShardParams) -> list:
     ann, images = Path(split["annotations"]), Path(split["images"])
-    if kind == "coco_images":
-        return coco_images.load_coco_images(ann, images, include_crowd=p.include_crowd)
-    return coco_video.load_coco_videos(ann, images)
+    try:
+        if kind == "coco_images":
+            return coco_images.load_coco_images(ann, images, include_crowd=p.include_crowd)
+        return coco_video.load_coco_videos(ann, images)
+    except ValueError as err:  # the first problem; the checker lists them all at once
+        raise ValueError(f"{err} (`sam2-video check {ann} {images}` lists every problem)") from None
 
 
 def split_sources(source: dict, p: ShardParams) -> dict[str, list]:
@@ -51,8 +55,8 @@ def main() -> None:
         manifest = shards.build_split(items, OUT / split, p, progress=True)
         if manifest["num_sources"] == 0:
             raise ValueError(
-                f"shard: the {split} split has no usable video/image (skips: "
-                f"{manifest['skips']}); check clip_length and min_area"
+                f"{OUT / split}: the {split} split has no usable video/image (skips: "
+                f"{manifest['skips']}); check shard.clip_length and shard.min_area"
             )
         ratio = manifest["total_bytes"] / max(manifest["source_bytes"], 1)
         print(
@@ -62,4 +66,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("shard", main)

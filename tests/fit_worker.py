@@ -6,6 +6,7 @@ global batch. Usage: fit_worker.py OUT.pt STEPS PER_PROCESS_BATCH CHECKPOINT
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -16,7 +17,8 @@ import torch.distributed as dist
 from sam2_video import fit
 from sam2_video.data.clips import Clip
 from sam2_video.data.loader import FixedClips
-from sam2_video.model import build, losses, rollout
+from sam2_video.model import build
+from sam2_video.params import Params, defaults
 
 
 def make_clips(n: int) -> list[Clip]:
@@ -33,15 +35,44 @@ def make_clips(n: int) -> list[Clip]:
     return clips
 
 
-def settings(steps: int, batch: int, feature_cache_mb: int = 64) -> fit.FitSettings:
-    return fit.FitSettings(
-        steps=steps, lr=1e-3, batch_size=batch, grad_accum=1, weight_decay=0.0, warmup_steps=1,
-        min_lr_ratio=0.1, grad_clip=0.0, image_size=64, seed=0, lr_scale=(),
-        prompts=rollout.PromptConfig(prob_mask=1.0, prob_points=0.0, prob_box=0.0),
-        loss_weights=losses.LossWeights(), amp=False, num_workers=0, checkpoint_every=1,
-        val_every=1000, val_clips=1, early_stop_patience=0, feature_cache_mb=feature_cache_mb,
+def settings(steps: int, batch: int, feature_cache_mb: int = 64) -> Params:
+    """Every train setting spelled out (mask prompts, SAM2's 20/1/1/1 focal loss), so that these
+    tests do not move when a default in params.py does."""
+    train = dataclasses.replace(
+        defaults().train,
+        steps=steps,
+        batch_size=batch,
+        grad_accum=1,
+        weight_decay=0.0,
+        warmup_steps=1,
+        min_lr_ratio=0.1,
+        grad_clip=0.0,
+        image_size=64,
+        lr_scale={},
+        prob_mask=1.0,
+        prob_points=0.0,
+        prob_box=0.0,
+        num_pos_points=1,
+        include_center=False,
+        box_jitter=0.1,
+        num_correction_clicks=0,
+        max_cond_frames=1,
+        loss_mask=20.0,
+        loss_dice=1.0,
+        loss_iou=1.0,
+        loss_object_score=1.0,
+        loss_temporal=0.0,
+        use_focal=True,
+        amp=False,
+        num_workers=0,
+        checkpoint_every=1,
+        val_every=1000,
+        val_clips=1,
+        early_stop_patience=0,
+        feature_cache_mb=feature_cache_mb,
         memory_as_predictor=True,
-    )  # fmt: skip
+    )
+    return dataclasses.replace(defaults(), lr=1e-3, seed=0, train=train)
 
 
 def tiny_model() -> torch.nn.Module:
@@ -63,8 +94,10 @@ def main() -> None:
     model = tiny_model()
     clips = make_clips(4)
     s = settings(steps, batch)
-    fit.fit(model, FixedClips(clips), clips[:1], s, Path(checkpoint), None, torch.device("cpu"),
-            s.fingerprint(str(dist.get_world_size() if dist.is_initialized() else 1)))  # fmt: skip
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    fingerprint = fit.fingerprint(s, str(world))
+    cpu = torch.device("cpu")
+    fit.fit(model, FixedClips(clips), clips[:1], s, Path(checkpoint), None, cpu, fingerprint)
     if not dist.is_initialized() or dist.get_rank() == 0:
         torch.save(fit.trainable_state(model), out)
     if dist.is_initialized():

@@ -14,12 +14,12 @@ from PIL import Image
 
 from sam2_video.data import shards
 from sam2_video.data.sources import coco_images, coco_video
-from sam2_video.params import ShardParams
+from sam2_video.params import ShardParams, defaults
 
 
 def shard_params(**overrides) -> ShardParams:
-    """The shard defaults, one worker, with `overrides`."""
-    return dataclasses.replace(ShardParams(workers=1), **overrides)
+    """The shard defaults (the tiny model's), one worker, with `overrides`."""
+    return dataclasses.replace(defaults().shard, **({"workers": 1} | overrides))
 
 
 def store(sources: Sequence, out: Path, **overrides) -> shards.ShardReader:

@@ -11,8 +11,9 @@ def test_checkpoint_round_trip_is_exact_and_strict(tmp_path, tiny_cfg, tiny_mode
     assert set(state) == {"model"}
     other = build.build_model(tiny_cfg)
     build.load_checkpoint(other, path)
-    for (name, a), (_, b) in zip(tiny_model.state_dict().items(), other.state_dict().items(),
-                                 strict=True):  # fmt: skip
+    for (name, a), (_, b) in zip(
+        tiny_model.state_dict().items(), other.state_dict().items(), strict=True
+    ):
         assert torch.equal(a, b), name
 
 
@@ -57,3 +58,29 @@ def test_exported_config_builds_sam2_video_predictor(tmp_path, tiny_cfg, tiny_mo
     predictor = build.build_model(cfg, target=build.VIDEO_PREDICTOR_TARGET)
     build.load_checkpoint(predictor, tmp_path / "w.pt")
     assert type(predictor).__name__ == "SAM2VideoPredictor"
+
+
+def test_checkpoint_with_a_tensor_of_another_shape_is_refused_in_one_message(tmp_path, tiny_model):
+    path = tmp_path / "shape.pt"
+    state = tiny_model.state_dict()
+    name = next(iter(state))
+    state[name] = torch.zeros(3, 1)  # torch's own strict load raises a multi-line RuntimeError
+    torch.save({"model": state}, path)
+    with pytest.raises(ValueError, match=f"shape.pt.*1 of another shape \\(e.g. {name}\\)"):
+        build.load_checkpoint(tiny_model, path)
+
+
+def test_a_file_that_is_no_checkpoint_is_named(tmp_path, tiny_model):
+    path = tmp_path / "notes.pt"
+    path.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="notes.pt: not a readable PyTorch checkpoint"):
+        build.load_checkpoint(tiny_model, path)
+
+
+def test_check_checkpoint_refuses_the_tiny_weights_for_a_sam21_config(tmp_path, tiny_model):
+    path = tmp_path / "tiny.pt"
+    build.save_checkpoint(tiny_model, path)
+    cfg = build.load_model_config("sam2.1_hiera_tiny", 128)
+    with pytest.raises(ValueError, match="tiny.pt: checkpoint of another architecture.*; FIX"):
+        build.check_checkpoint(cfg, path, "FIX")
+    build.check_checkpoint(build.load_model_config("tiny", 128), path, "FIX")  # its own: fine

@@ -1,5 +1,5 @@
 import torch
-from conftest import square_masks
+from conftest import sam2_train, square_masks
 
 from sam2_video.model import build, rollout
 from sam2_video.model.feature_cache import (
@@ -83,7 +83,7 @@ def test_track_on_cached_encoder_output_equals_track_encoding_itself(tiny_model)
     tiny_model.eval()
     images, gt = _images(1, frames=4), square_masks(4, 2)
     owners = torch.zeros(2, dtype=torch.long)
-    plan, cfg = rollout.Plan(cond_frames=(0,), kind="mask"), rollout.PromptConfig()
+    plan, cfg = rollout.Plan(cond_frames=(0,), kind="mask"), sam2_train()
     encoded = EncoderCache(2**30).encode(tiny_model, images, _keys("clip", frames=images.shape[1]))
     with torch.no_grad():
         direct = rollout.track(tiny_model, images, gt, owners, plan, cfg, torch.Generator())

@@ -1,26 +1,24 @@
+import dataclasses
+
+import fit_worker
 import pytest
 
 from sam2_video import fit
 from sam2_video.data.loader import FixedClips
-from sam2_video.model import losses, rollout
+from sam2_video.params import Params
 
 
-def settings(**overrides) -> fit.FitSettings:
-    def make(steps=100, lr=1e-3, warmup_steps=10, **rest):
-        return fit.FitSettings(
-            steps=steps, lr=lr, batch_size=2, grad_accum=1, weight_decay=0.0,
-            warmup_steps=warmup_steps, min_lr_ratio=0.1, grad_clip=1.0, image_size=128, seed=0,
-            lr_scale=(),
-            prompts=rollout.PromptConfig(), loss_weights=losses.LossWeights(), amp=False,
-            num_workers=0, checkpoint_every=10, val_every=10, val_clips=1,
-            early_stop_patience=0, memory_as_predictor=True, **rest,
-        )  # fmt: skip
-
-    return make(**overrides)
+def settings(steps=100, lr=1e-3, warmup_steps=10) -> Params:
+    base = fit_worker.settings(steps=steps, batch=2)
+    return dataclasses.replace(
+        base,
+        lr=lr,
+        train=dataclasses.replace(base.train, warmup_steps=warmup_steps, min_lr_ratio=0.1),
+    )
 
 
 def test_lr_schedule_warms_up_linearly_then_decays_to_the_floor():
-    s = settings()
+    s = settings().train
     assert fit.lr_factor(0, s) == pytest.approx(0.1)
     assert fit.lr_factor(9, s) == pytest.approx(1.0)
     assert fit.lr_factor(10, s) == pytest.approx(1.0)
@@ -35,9 +33,10 @@ def test_step_generators_differ_by_step_and_rank_but_repeat():
 
 
 def test_fingerprint_changes_with_any_setting():
-    assert settings().fingerprint() == settings().fingerprint()
-    assert settings().fingerprint() != settings(lr=2e-3).fingerprint()
-    assert settings().fingerprint("a") != settings().fingerprint("b")
+    assert fit.fingerprint(settings()) == fit.fingerprint(settings())
+    assert fit.fingerprint(settings()) != fit.fingerprint(settings(lr=2e-3))
+    assert fit.fingerprint(settings()) != fit.fingerprint(settings(warmup_steps=3))
+    assert fit.fingerprint(settings(), "a") != fit.fingerprint(settings(), "b")
 
 
 # -- real training runs ---------------------------------------------------------------------
@@ -63,8 +62,17 @@ def _run_worker(args: list[str], nproc: int) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, str(WORKER), *args]
     if nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-               "--master_port", str(_free_port()), str(WORKER), *args]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(nproc),
+            "--master_port",
+            str(_free_port()),
+            str(WORKER),
+            *args,
+        ]
     subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=300)
 
 
@@ -104,8 +112,16 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     )
     model = fit_worker.tiny_model()
     with pytest.raises(RuntimeError, match="simulated kill"):
-        fit.fit(model, FailingAfter(clips, 5), clips[:1], s, tmp_path / "r.pt", None,
-                torch.device("cpu"), "x")  # fmt: skip
+        fit.fit(
+            model,
+            FailingAfter(clips, 5),
+            clips[:1],
+            s,
+            tmp_path / "r.pt",
+            None,
+            torch.device("cpu"),
+            "x",
+        )
     assert torch.load(tmp_path / "r.pt", weights_only=True)["run"]["step"] == 2
     resumed = fit_worker.tiny_model()
     fit.fit(
@@ -137,8 +153,16 @@ def test_feature_cache_trains_like_encoding_every_step(tmp_path):
     for cache_mb in (0, 64):
         model = fit_worker.tiny_model()
         s = fit_worker.settings(steps=3, batch=2, feature_cache_mb=cache_mb)
-        summary = fit.fit(model, FixedClips(clips), clips[:1], s, tmp_path / f"{cache_mb}.pt", None,
-                          torch.device("cpu"), "x")  # fmt: skip
+        summary = fit.fit(
+            model,
+            FixedClips(clips),
+            clips[:1],
+            s,
+            tmp_path / f"{cache_mb}.pt",
+            None,
+            torch.device("cpu"),
+            "x",
+        )
         results[cache_mb] = (fit.trainable_state(model), summary)
     assert "feature_cache" not in results[0][1]
     assert results[64][1]["feature_cache"]["hit_rate"] == round(4 / 6, 3)  # 2 misses, 4 hits
@@ -170,12 +194,24 @@ def test_fit_on_cuda_updates_the_weights_as_on_cpu(tmp_path):
     clips = fit_worker.make_clips(4)
     start = fit.trainable_state(fit_worker.tiny_model())
     runs = {}
-    for name, device, amp in (("cpu", "cpu", False), ("cuda", "cuda", False),
-                              ("cuda_bf16", "cuda", True)):  # fmt: skip
+    for name, device, amp in (
+        ("cpu", "cpu", False),
+        ("cuda", "cuda", False),
+        ("cuda_bf16", "cuda", True),
+    ):
         model = fit_worker.tiny_model()
-        s = dataclasses.replace(fit_worker.settings(steps=3, batch=2), amp=amp)
-        summary = fit.fit(model, FixedClips(clips), clips[:1], s, tmp_path / f"{name}.pt", None,
-                          torch.device(device), "x")  # fmt: skip
+        s = fit_worker.settings(steps=3, batch=2)
+        s = dataclasses.replace(s, train=dataclasses.replace(s.train, amp=amp))
+        summary = fit.fit(
+            model,
+            FixedClips(clips),
+            clips[:1],
+            s,
+            tmp_path / f"{name}.pt",
+            None,
+            torch.device(device),
+            "x",
+        )
         assert summary["steps"] == 3 and 0.0 <= summary["best_val_jf"] <= 1.0, summary
         assert {p.device.type for p in model.parameters()} == {device}
         runs[name] = fit.trainable_state(model)  # CPU copies

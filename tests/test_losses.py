@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from conftest import sam2_train
 
 from sam2_video.model import losses
 
@@ -42,7 +43,7 @@ def test_step_losses_picks_best_mask_and_ignores_absent_objects():
     multimask = torch.stack([torch.stack([bad, good]), torch.stack([bad, good])])  # (2, 2, 4, 4)
     ious = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
     obj = torch.tensor([[3.0], [-3.0]])
-    parts = losses.step_losses(multimask, ious, obj, gt, losses.LossWeights())
+    parts = losses.step_losses(multimask, ious, obj, gt, sam2_train())
     assert parts["mask"].item() < 1e-6  # the good mask was selected for object 0
     assert parts["iou"].item() == pytest.approx(0.0, abs=1e-6)
     expected_obj = 2 * math.log1p(math.exp(-3.0))  # BCE of +-3 logits with right labels
@@ -51,7 +52,7 @@ def test_step_losses_picks_best_mask_and_ignores_absent_objects():
 
 def test_total_loss_uses_weights():
     parts = {k: torch.tensor(1.0) for k in ("mask", "dice", "iou", "object_score")}
-    w = losses.LossWeights(mask=20, dice=1, iou=1, object_score=1)
+    w = sam2_train(loss_mask=20, loss_dice=1, loss_iou=1, loss_object_score=1)
     assert losses.total_loss(parts, w).item() == pytest.approx(23.0)
 
 
@@ -79,14 +80,14 @@ def _reference_step(logits, ious, obj, gt, w):
     prob = logits.sigmoid()
     ce = torch.nn.functional.binary_cross_entropy_with_logits(logits, t, reduction="none")
     p_t = prob * t + (1 - prob) * (1 - t)
-    alpha_t = w.focal_alpha * t + (1 - w.focal_alpha) * (1 - t)
-    focal = (alpha_t * ce * (1 - p_t) ** w.focal_gamma).flatten(2).mean(-1)
+    alpha_t = 0.25 * t + 0.75 * (1 - t)  # SAM2's focal alpha 0.25, gamma 2
+    focal = (alpha_t * ce * (1 - p_t) ** 2).flatten(2).mean(-1)
     dice = 1 - (2 * (prob * t).flatten(2).sum(-1) + 1) / (
         prob.flatten(2).sum(-1) + t.flatten(2).sum(-1) + 1
     )
     pred, g = logits.flatten(2) > 0, t.flatten(2) > 0
     iou = (pred & g).sum(-1) / (pred | g).sum(-1).clamp(min=1)
-    best = torch.argmin(focal * w.mask + dice * w.dice, dim=1)
+    best = torch.argmin(focal * w.loss_mask + dice * w.loss_dice, dim=1)
     rows = torch.arange(len(best))
     present = gt.flatten(1).any(1).float()
     return {
@@ -103,7 +104,7 @@ def test_clip_losses_equal_a_direct_per_step_implementation_with_gradients():
     from sam2_video.model.rollout import FrameOutput, Step
 
     gen = torch.Generator().manual_seed(3)
-    n, size, w = 3, 24, losses.LossWeights()
+    n, size, w = 3, 24, sam2_train()
     gt = torch.rand((3, n, size, size), generator=gen) > 0.6
     gt[:, 2] = False  # an absent object: only its object score counts
     masks_per_step = [[3, 1, 1], [1], [1]]  # a clicked frame (3 steps), two tracked frames
@@ -137,9 +138,12 @@ def test_one_target_mask_broadcasts_over_the_multimask_outputs():
     one = (torch.rand((2, 1, 8, 8), generator=gen) > 0.5).float()
     every = one.expand_as(logits)
     ious = torch.rand((2, 3), generator=gen)
-    torch.testing.assert_close(losses.focal_loss(logits, one, 0.25, 2.0),
-                               losses.focal_loss(logits, every, 0.25, 2.0))  # fmt: skip
+    torch.testing.assert_close(
+        losses.focal_loss(logits, one, 0.25, 2.0), losses.focal_loss(logits, every, 0.25, 2.0)
+    )
     torch.testing.assert_close(losses.dice_loss(logits, one), losses.dice_loss(logits, every))
-    torch.testing.assert_close(losses.iou_prediction_loss(logits, one, ious),
-                               losses.iou_prediction_loss(logits, every, ious))  # fmt: skip
+    torch.testing.assert_close(
+        losses.iou_prediction_loss(logits, one, ious),
+        losses.iou_prediction_loss(logits, every, ious),
+    )
     torch.testing.assert_close(losses.bce_loss(logits, one), losses.bce_loss(logits, every))

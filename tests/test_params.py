@@ -14,7 +14,10 @@ def write(tmp_path, text: str) -> Path:
 
 
 def test_repo_params_file_parses_and_matches_dataclass_defaults():
+    # params.yaml states every default of params.py, `auto` where params.py says auto
+    assert P.load_raw_params(REPO / "params.yaml") == P.Params()
     p = P.load_params(REPO / "params.yaml")
+    assert p == P.defaults()
     assert p.train.trainable_modules[:2] == ("memory_attention", "memory_encoder")
     assert isinstance(p.lr, float)
 
@@ -81,3 +84,88 @@ def test_shard_params_read_back_from_a_manifest_are_checked_again():
     assert P.shard_params_from(section) == P.ShardParams()
     with pytest.raises(ValueError, match="shard.motion.scale"):
         P.shard_params_from(section | {"motion": section["motion"] | {"scale": [2.0, 1.0]}})
+
+
+def test_repo_params_resolve_to_the_tiny_demo_values():
+    """`auto` in params.yaml under model: tiny gives the values the demo was tuned with."""
+    p = P.load_params(REPO / "params.yaml")
+    assert (p.model, p.fetch.checkpoint, p.train.model) == ("tiny", "tiny", "tiny")
+    assert (p.train.image_size, p.shard.max_side, p.shard.clip_length) == (128, 128, 16)
+    t = p.train
+    assert (t.use_focal, t.loss_mask, t.loss_dice, t.loss_iou, t.loss_object_score) == (
+        False,
+        20.0,
+        5.0,
+        1.0,
+        10.0,
+    )
+    assert (t.prob_mask, t.prob_points, t.prob_box, t.num_correction_clicks) == (1, 0, 0, 0)
+    assert t.max_cond_frames == 1
+
+
+def test_sam21_model_switches_checkpoint_config_size_and_recipe(tmp_path):
+    p = P.load_params(write(tmp_path, "model: sam2.1_hiera_small\n" + SYNTH_1024))
+    assert (p.fetch.checkpoint, p.train.model) == ("sam2.1_hiera_small", "sam2.1_hiera_small")
+    assert (p.train.image_size, p.shard.max_side, p.shard.clip_length) == (1024, 1024, 8)
+    t = p.train
+    # SAM2.1's fine-tuning recipe: focal, weights 20/1/1/1, mixed prompts, 7 correction clicks
+    assert (t.use_focal, t.loss_mask, t.loss_dice, t.loss_iou, t.loss_object_score) == (
+        True,
+        20.0,
+        1.0,
+        1.0,
+        1.0,
+    )
+    assert (t.prob_mask, t.prob_points, t.prob_box, t.num_correction_clicks) == (0.5, 0.25, 0.25, 7)
+
+
+def test_explicit_values_win_over_the_model(tmp_path):
+    text = "model: sam2.1_hiera_tiny\ntrain:\n  image_size: 256\n  use_focal: false\n"
+    p = P.load_params(write(tmp_path, text + "shard:\n  max_side: 512\n" + SYNTH_1024))
+    assert (p.train.image_size, p.shard.max_side, p.train.use_focal) == (256, 512, False)
+    assert p.train.loss_dice == 1.0  # still auto
+
+
+def test_a_checkpoint_file_is_kept_as_given(tmp_path):
+    p = P.load_params(write(tmp_path, "fetch:\n  checkpoint: /x/my.pt\n"))
+    assert (p.fetch.checkpoint, p.train.model) == ("/x/my.pt", "tiny")
+
+
+SYNTH_1024 = "fetch:\n  synthetic:\n    size: 1024\n"
+SAM21 = "model: sam2.1_hiera_tiny\n"
+
+
+@pytest.mark.parametrize(
+    "text,fragment",
+    [
+        (SAM21 + "shard:\n  max_side: 128\n", "train.image_size 1024 is above shard.max_side 128"),
+        ("train:\n  image_size: 256\n", "train.image_size 256 is above shard.max_side 128"),
+        (SAM21, "train.image_size 1024 is above fetch.synthetic.size 128"),
+        (
+            SAM21 + "fetch:\n  checkpoint: sam2.1_hiera_large\n  synthetic:\n    size: 1024\n",
+            "fetch.checkpoint 'sam2.1_hiera_large' is another architecture than train.model "
+            "'sam2.1_hiera_tiny'",
+        ),
+        ("fetch:\n  checkpoint: sam2.1_hiera_tiny\n", "than train.model 'tiny' (model: tiny)"),
+        ("model: sam2.1_hiera_huge\n", "model: 'sam2.1_hiera_huge' is not allowed"),
+        ("train:\n  image_size: big\n", "train.image_size: expected int or 'auto'"),
+        ("fetch:\n  source: auto\n", "fetch.source: 'auto' is not allowed"),
+        ("model: auto\n", "model: 'auto' is not allowed"),
+    ],
+)
+def test_inconsistent_model_keys_fail_naming_them(tmp_path, text, fragment):
+    with pytest.raises(ValueError) as err:
+        P.load_params(write(tmp_path, text))
+    assert fragment in str(err.value) and "params.yaml" in str(err.value)
+
+
+def test_params_command_says_which_value_auto_chose(tmp_path, capsys):
+    from sam2_video import cli
+
+    path = write(tmp_path, "model: sam2.1_hiera_base_plus\n" + SYNTH_1024)
+    assert cli.main(["params", "--file", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    image = next(line for line in lines if line.startswith("train.image_size "))
+    assert "= 1024 (auto, model sam2.1_hiera_base_plus)" in image
+    focal = lines[lines.index(next(x for x in lines if x.startswith("train.use_focal "))) + 1]
+    assert "auto: tiny False, SAM2.1 True" in focal

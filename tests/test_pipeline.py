@@ -96,11 +96,19 @@ def test_killed_training_resumes_to_the_uninterrupted_result(project):
     reference = (json.loads((project / "metrics" / "eval.json").read_text()), weights_digest())
 
     shutil.rmtree(checkpoints)
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               PYTHONPATH=str(project / "src"))  # fmt: skip
-    proc = subprocess.Popen(["dvc", "repro", "-f", "train"], cwd=project, env=env,
-                            start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        PYTHONPATH=str(project / "src"),
+    )
+    proc = subprocess.Popen(
+        ["dvc", "repro", "-f", "train"],
+        cwd=project,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 240
     while not (checkpoints / "resume.pt").exists() and time.time() < deadline:
         time.sleep(0.2)
@@ -112,3 +120,16 @@ def test_killed_training_resumes_to_the_uninterrupted_result(project):
     assert (json.loads((project / "metrics" / "eval.json").read_text()), weights_digest()) == (
         reference
     )
+
+
+def test_the_model_is_declared_as_a_dvc_artifact():
+    """What `dvc artifacts get` and the model registry read: dvc's own loader of dvc.yaml."""
+    from dvc.repo import Repo
+    from dvc_project import REPO
+
+    with Repo(str(REPO)) as repo:
+        declared = repo.artifacts.read()["dvc.yaml"]
+        train_outs = {str(out.def_path) for out in repo.stage.collect("train")[0].outs}
+    model = declared["sam2-video-model"]
+    assert model.type == "model" and model.path == "data/model" and model.desc
+    assert model.path in train_outs

@@ -66,7 +66,7 @@ def output_digests(root: Path) -> dict[str, str]:
 
 def run_metrics(root: Path) -> dict:
     train = json.loads((root / "dvclive/train/metrics.json").read_text())
-    train.pop("seconds")
+    assert "seconds" not in train and "feature_cache" not in train  # logs/train.json's
     return {"eval": json.loads((root / "metrics/eval.json").read_text()), "train": train}
 
 

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import square_masks
+from conftest import sam2_train, square_masks
 
 from sam2_video.model import build, losses, rollout
 
@@ -16,11 +16,11 @@ def test_each_prompt_type_gives_finite_loss_and_grads_only_on_trainable(tiny_mod
     build.set_trainable(tiny_model, ["memory_attention", "memory_encoder"])
     tiny_model.train()
     images, gt, owners = _batch()
-    cfg = rollout.PromptConfig(num_correction_clicks=clicks)
+    cfg = sam2_train(num_correction_clicks=clicks)
     plan = rollout.Plan((0,), kind, (0,) if clicks else ())
     frames = rollout.track(tiny_model, images, gt, owners, plan, cfg, torch.Generator())
     assert len(frames) == 3 and len(frames[0].steps) == 1 + clicks
-    parts = losses.clip_losses(frames, gt, losses.LossWeights())
+    parts = losses.clip_losses(frames, gt, sam2_train())
     assert torch.isfinite(parts["total"])
     parts["total"].backward()
     for name, p in tiny_model.named_parameters():
@@ -41,8 +41,9 @@ def test_frozen_image_encoder_builds_no_graph(tiny_model):
 
 
 def test_sample_plan_respects_probabilities_and_cond_frames():
-    cfg = rollout.PromptConfig(prob_mask=0.0, prob_points=0.0, prob_box=1.0, max_cond_frames=2,
-                               num_correction_clicks=1)  # fmt: skip
+    cfg = sam2_train(
+        prob_mask=0.0, prob_points=0.0, prob_box=1.0, max_cond_frames=2, num_correction_clicks=1
+    )
     gen = torch.Generator().manual_seed(0)
     plans = [rollout.sample_plan(5, cfg, gen) for _ in range(20)]
     assert {p.kind for p in plans} == {"box"}
@@ -53,11 +54,11 @@ def test_sample_plan_respects_probabilities_and_cond_frames():
 
 def _memory_grads(model, kind, clicks):
     images, gt, owners = _batch(t=4)
-    cfg = rollout.PromptConfig(num_correction_clicks=clicks)
+    cfg = sam2_train(num_correction_clicks=clicks)
     plan = rollout.Plan((0,), kind, (0,) if clicks else ())
     torch.manual_seed(1)  # the same dropout draws in both runs
     frames = rollout.track(model, images, gt, owners, plan, cfg, torch.Generator().manual_seed(2))
-    losses.clip_losses(frames, gt, losses.LossWeights())["total"].backward()
+    losses.clip_losses(frames, gt, sam2_train())["total"].backward()
     grads = {n: p.grad for n, p in model.named_parameters() if n.startswith("memory_")}
     return frames[0].logits.is_inference(), grads
 

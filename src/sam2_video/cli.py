@@ -90,24 +90,32 @@ def _run_score(args: argparse.Namespace) -> int:
 
 
 def _add_params_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--file", type=Path, default=Path("params.yaml"),
-                        help="params file to validate (if present)")  # fmt: skip
+    parser.add_argument(
+        "--file",
+        type=Path,
+        default=Path("params.yaml"),
+        help="params file to validate (if present)",
+    )
 
 
 def _run_params(args: argparse.Namespace) -> int:
     from sam2_video import params
 
-    values = {}
+    values, written = {}, {}
     if args.file.is_file():
         loaded = params.load_params(args.file)  # raises, naming the key, if invalid
         values = _flatten(params.to_dict(loaded))
-        print(f"{args.file}: valid\n")
+        written = _flatten(params.to_dict(params.load_raw_params(args.file)))
+        print(f"{args.file}: valid (model: {loaded.model}; `auto` values below are its)\n")
     rows = params.describe()
     width = max(len(key) for key, *_ in rows)
     for key, type_name, default, meaning in rows:
         current = f"  = {values[key]!r}" if key in values else ""
-        print(f"{key:<{width}}  {type_name:<16} default {default}{current}\n"
-              f"{'':<{width}}  {meaning}")  # fmt: skip
+        if written.get(key) == params.AUTO:
+            current += f" (auto, model {loaded.model})"
+        print(
+            f"{key:<{width}}  {type_name:<16} default {default}{current}\n{'':<{width}}  {meaning}"
+        )
     return 0
 
 
@@ -169,7 +177,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         read_davis_frames,
         read_palette_png,
         write_palette_png,
-    )  # fmt: skip
+    )
     from sam2_video.evaluate.predict import predict_masks
     from sam2_video.evaluate.run import load_model
     from sam2_video.files import atomic_path
@@ -179,8 +187,9 @@ def _run_predict(args: argparse.Namespace) -> int:
     frames = read_davis_frames(args.frames_dir)  # (T, H, W, 3)
     first = read_palette_png(args.first_mask)
     if first.shape != frames.shape[1:3]:
-        raise ValueError(f"{args.first_mask}: size {first.shape} differs from the frames' "
-                         f"{frames.shape[1:3]}")  # fmt: skip
+        raise ValueError(
+            f"{args.first_mask}: size {first.shape} differs from the frames' {frames.shape[1:3]}"
+        )
     ids = [int(i) for i in np.unique(first) if i not in (0, 255)]
     if not ids:
         raise ValueError(f"{args.first_mask}: no object (all pixels are background)")
@@ -278,10 +287,19 @@ def _run_check(args: argparse.Namespace) -> int:
 
 
 def _add_repro_check_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("repo_dir", type=Path, nargs="?", default=Path("."),
-                        help="the project, after `dvc repro` (default: .)")  # fmt: skip
-    parser.add_argument("--tolerance", type=float, required=True,
-                        help="largest absolute difference allowed per metric")  # fmt: skip
+    parser.add_argument(
+        "repo_dir",
+        type=Path,
+        nargs="?",
+        default=Path("."),
+        help="the project, after `dvc repro` (default: .)",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        required=True,
+        help="largest absolute difference allowed per metric",
+    )
     parser.add_argument("--ref", default="HEAD", help="git ref of the committed run")
 
 

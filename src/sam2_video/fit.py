@@ -1,6 +1,7 @@
 """The train loop, top to bottom: fine-tune SAM2's memory modules on clips of stored sources.
 
-Reads like nanoGPT's train.py: settings in one frozen dataclass, then model, optimizer,
+Reads like nanoGPT's train.py: the parsed params (top-level lr and seed, the train section)
+as they come from params.py, then model, optimizer,
 resume, and the loop (forward over clips -> loss -> backward -> clip -> step) with
 validation, checkpoints and curves at intervals. Runs on CPU or GPU, in one process or
 under torchrun (DDP: gloo on CPU, nccl on GPU).
@@ -28,35 +29,13 @@ from sam2_video.evaluate import metrics
 from sam2_video.evaluate.predict import predict_clip
 from sam2_video.files import atomic_path, sha256_bytes
 from sam2_video.model import feature_cache, losses, rollout
+from sam2_video.params import Params, TrainParams, to_dict
 
 
-@dataclass(frozen=True)
-class FitSettings:
-    steps: int
-    lr: float
-    batch_size: int
-    grad_accum: int
-    weight_decay: float
-    warmup_steps: int
-    min_lr_ratio: float
-    grad_clip: float
-    image_size: int
-    seed: int
-    lr_scale: tuple[tuple[str, float], ...]  # (top-level module, factor); others 1
-    prompts: rollout.PromptConfig
-    loss_weights: losses.LossWeights
-    amp: bool
-    num_workers: int
-    checkpoint_every: int
-    val_every: int
-    val_clips: int
-    early_stop_patience: int
-    memory_as_predictor: bool  # see rollout.track's predictor_memory
-    feature_cache_mb: int = 0  # 0: encode every step (SAM2's trainer); see feature_cache
-
-    def fingerprint(self, extra: str = "") -> str:
-        """Identifies a run: a checkpoint of other settings or inputs is never resumed."""
-        return sha256_bytes((repr(asdict(self)) + extra).encode())[:16]
+def fingerprint(p: Params, extra: str = "") -> str:
+    """Identifies a run: a checkpoint of other settings or inputs is never resumed."""
+    settings = {"lr": p.lr, "seed": p.seed, "train": to_dict(p.train)}
+    return sha256_bytes((repr(settings) + extra).encode())[:16]
 
 
 @dataclass
@@ -74,20 +53,32 @@ class RunState:
 class ClipForward(torch.nn.Module):
     """Wraps SAM2 so that DDP sees one forward: the video rollout plus its loss."""
 
-    def __init__(self, sam: torch.nn.Module, settings: FitSettings,
-                 cache: feature_cache.EncoderCache | None = None):  # fmt: skip
+    def __init__(
+        self,
+        sam: torch.nn.Module,
+        train: TrainParams,
+        cache: feature_cache.EncoderCache | None = None,
+    ):
         super().__init__()
-        self.sam, self.settings, self.cache = sam, settings, cache
+        self.sam, self.train_params, self.cache = sam, train, cache
 
     def forward(self, batch: Batch, plan: rollout.Plan, gen: torch.Generator, num_objects: float):
-        s = self.settings
+        t = self.train_params
         encoded = None
         if self.cache is not None:
             encoded = self.cache.encode(self.sam, batch.images, batch.frame_keys)
-        frames = rollout.track(self.sam, batch.images, batch.gt, batch.obj_to_clip, plan,
-                               s.prompts, gen, encoded,
-                               predictor_memory=s.memory_as_predictor)  # fmt: skip
-        return losses.clip_losses(frames, batch.gt, s.loss_weights, num_objects)
+        frames = rollout.track(
+            self.sam,
+            batch.images,
+            batch.gt,
+            batch.obj_to_clip,
+            plan,
+            t,
+            gen,
+            encoded,
+            predictor_memory=t.memory_as_predictor,
+        )
+        return losses.clip_losses(frames, batch.gt, t, num_objects)
 
 
 def mean_objects_over_ranks(count: int, world: int, device) -> float:
@@ -99,14 +90,14 @@ def mean_objects_over_ranks(count: int, world: int, device) -> float:
     return float(total) / world
 
 
-def lr_factor(step: int, settings: FitSettings) -> float:
+def lr_factor(step: int, t: TrainParams) -> float:
     """Linear warm-up, then cosine decay to min_lr_ratio (multiplies the peak lr)."""
-    if step < settings.warmup_steps:
-        return (step + 1) / settings.warmup_steps
-    span = max(settings.steps - settings.warmup_steps, 1)
-    progress = min((step - settings.warmup_steps) / span, 1.0)
+    if step < t.warmup_steps:
+        return (step + 1) / t.warmup_steps
+    span = max(t.steps - t.warmup_steps, 1)
+    progress = min((step - t.warmup_steps) / span, 1.0)
     cosine = 0.5 * (1 + math.cos(math.pi * progress))
-    return settings.min_lr_ratio + (1 - settings.min_lr_ratio) * cosine
+    return t.min_lr_ratio + (1 - t.min_lr_ratio) * cosine
 
 
 def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
@@ -125,29 +116,35 @@ def param_groups(model: torch.nn.Module, lr_scale: dict[str, float]) -> list[dic
     for name, param in model.named_parameters():
         if param.requires_grad:
             groups.setdefault(name.split(".")[0], []).append(param)
-    return [{"params": ps, "scale": lr_scale.get(mod, 1.0), "name": mod}
-            for mod, ps in sorted(groups.items())]  # fmt: skip
+    return [
+        {"params": ps, "scale": lr_scale.get(mod, 1.0), "name": mod}
+        for mod, ps in sorted(groups.items())
+    ]
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def validate(model, val_reader, settings: FitSettings, device) -> float:
+def validate(model, val_reader, t: TrainParams, device) -> float:
     """Mean J&F over objects (mask prompt on frame 0, as evaluate scores it) on the first
     `val_clips` validation clips."""
     per_clip = []
-    for i in range(min(settings.val_clips, len(val_reader))):
+    for i in range(min(t.val_clips, len(val_reader))):
         clip = val_reader[i]
-        pred = predict_clip(model, clip, "mask", settings.image_size, device)
+        pred = predict_clip(model, clip, "mask", t.image_size, device)
         per_clip.append(metrics.score_clip(clip.masks, pred))
     model.train()
     return metrics.summarize(per_clip)["jf"]
 
 
 def save_resume_state(path: Path, model, opt, run: RunState, fingerprint: str) -> None:
-    state = {"fingerprint": fingerprint, "trainable": trainable_state(model),
-             "optimizer": opt.state_dict(), "run": asdict(run)}  # fmt: skip
+    state = {
+        "fingerprint": fingerprint,
+        "trainable": trainable_state(model),
+        "optimizer": opt.state_dict(),
+        "run": asdict(run),
+    }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -179,8 +176,8 @@ def _broadcast(value: float, world: int) -> float:
     return float(shared)
 
 
-def _validate_and_track_best(model, val_reader, s, device, run: RunState, rank, world):
-    jf = _broadcast(validate(model, val_reader, s, device) if rank == 0 else 0.0, world)
+def _validate_and_track_best(model, val_reader, t, device, run: RunState, rank, world):
+    jf = _broadcast(validate(model, val_reader, t, device) if rank == 0 else 0.0, world)
     if jf > run.best_jf:
         run.best_jf, run.best_step, run.stalled = jf, run.step, 0
         run.best_weights = trainable_state(model)
@@ -193,7 +190,7 @@ def fit(
     model,
     train_sources: TrainingSources,
     val_reader,
-    settings: FitSettings,
+    p: Params,
     checkpoint: Path,
     live,
     device: torch.device,
@@ -204,15 +201,16 @@ def fit(
     On return the model holds the best validated weights. `live` is a dvclive.Live on
     rank 0 (None elsewhere). `checkpoint` is resumed from if its fingerprint matches.
     """
-    s = settings
+    s = p.train
     rank = dist.get_rank() if dist.is_initialized() else 0
     world = dist.get_world_size() if dist.is_initialized() else 1
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     # fused: one kernel for all parameters instead of a chain of foreach ops (a few % of a
     # tiny model's step); available on CPU and CUDA
-    opt = torch.optim.AdamW(param_groups(model, dict(s.lr_scale)), lr=s.lr,
-                            weight_decay=s.weight_decay, fused=True)  # fmt: skip
+    opt = torch.optim.AdamW(
+        param_groups(model, s.lr_scale), lr=p.lr, weight_decay=s.weight_decay, fused=True
+    )
     cache = None
     if s.feature_cache_mb > 0 and feature_cache.encoder_is_frozen(model):
         cache = feature_cache.EncoderCache(s.feature_cache_mb * 2**20)
@@ -231,17 +229,19 @@ def fit(
         log_step(live, record)
 
     # item k of the dataset is micro-batch k; a resumed run starts where the last stopped
-    batches = StepBatches(train_sources, s.batch_size, s.image_size, s.seed, rank, world,
-                          steps=s.steps * s.grad_accum)  # fmt: skip
+    batches = StepBatches(
+        train_sources, s.batch_size, s.image_size, p.seed, rank, world, steps=s.steps * s.grad_accum
+    )
     micro_steps = list(range(run.step * s.grad_accum, s.steps * s.grad_accum))
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(batches, micro_steps),
-                                         batch_size=None, num_workers=s.num_workers)  # fmt: skip
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(batches, micro_steps), batch_size=None, num_workers=s.num_workers
+    )
     use_bf16 = s.amp and device.type == "cuda"
     bar = tqdm(total=s.steps, initial=run.step, desc="train", disable=rank != 0, mininterval=5)
     t0, sums = time.time(), {}
     for micro, batch in zip(micro_steps, loader, strict=True):
-        gen = step_generator(s.seed, micro, rank)
-        plan = rollout.sample_plan(batch.images.shape[1], s.prompts, gen)
+        gen = step_generator(p.seed, micro, rank)
+        plan = rollout.sample_plan(batch.images.shape[1], s, gen)
         num_objects = mean_objects_over_ranks(batch.gt.shape[1], world, device)
         # SAM2's dropout draws from torch's global generator: fork it and seed the fork
         # per micro-step, so a resumed run draws the same masks and the caller's RNG is intact
@@ -249,7 +249,7 @@ def fit(
             torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
             torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16),
         ):
-            torch.manual_seed(step_seed(s.seed + 1, micro, rank))
+            torch.manual_seed(step_seed(p.seed + 1, micro, rank))
             parts = forward(batch.to(device), plan, gen, num_objects)
         loss = parts["total"] / s.grad_accum
         if not torch.isfinite(loss):
@@ -263,7 +263,7 @@ def fit(
         if (micro + 1) % s.grad_accum:
             continue
 
-        lr = s.lr * lr_factor(run.step, s)
+        lr = p.lr * lr_factor(run.step, s)
         for group in opt.param_groups:
             group["lr"] = lr * group["scale"]
         if s.grad_clip > 0:
@@ -273,13 +273,16 @@ def fit(
         run.step += 1
         bar.update(1)
 
-        record = {"step": run.step, "train/lr": lr}
-        record.update({f"train/loss_{k}" if k != "total" else "train/loss": v
-                       for k, v in sums.items()})  # fmt: skip
+        # not "lr": the summary in `dvc exp show` holds the last value, next to the lr param
+        record = {"step": run.step, "train/lr_at_step": lr}
+        record.update(
+            {f"train/loss_{k}" if k != "total" else "train/loss": v for k, v in sums.items()}
+        )
         sums = {}
         if run.step % s.val_every == 0 or run.step == s.steps:
-            record["val/jf"] = _validate_and_track_best(model, val_reader, s, device, run,
-                                                        rank, world)  # fmt: skip
+            record["val/jf"] = _validate_and_track_best(
+                model, val_reader, s, device, run, rank, world
+            )
         run.history.append(record)
         log_step(live, record)
         if rank == 0 and (run.step % s.checkpoint_every == 0 or run.step == s.steps):
@@ -288,8 +291,12 @@ def fit(
             print(f"train: early stop at step {run.step}: no J&F gain in {run.stalled} checks")
             break
     bar.close()
-    summary = {"steps": run.step, "best_step": run.best_step, "best_val_jf": round(run.best_jf, 4),
-               "seconds": round(time.time() - t0, 1)}  # fmt: skip
+    summary = {
+        "steps": run.step,
+        "best_step": run.best_step,
+        "best_val_jf": round(run.best_jf, 4),
+        "seconds": round(time.time() - t0, 1),
+    }
     if cache is not None:
         summary["feature_cache"] = {k: round(v, 3) for k, v in cache.stats().items()}
 

@@ -19,6 +19,43 @@ from typing import Any
 from omegaconf import OmegaConf
 
 PARAMS_FILE = Path("params.yaml")
+AUTO = "auto"
+SAM21_MODELS = tuple(f"sam2.1_hiera_{n}" for n in ("tiny", "small", "base_plus", "large"))
+MODELS = ("tiny", *SAM21_MODELS)
+
+# What `auto` means for each model: the tiny demo's values, and where SAM2.1 differs, SAM2.1's
+# own fine-tuning recipe (sam2/configs/sam2.1_training/sam2.1_hiera_b+_MOSE_finetune.yaml:
+# 1024 px, focal/dice/IoU/object-score 20/1/1/1, mask or points or box prompts 0.5/0.25/0.25,
+# 7 correction clicks, 1-2 conditioning frames, 8-frame clips). fetch.checkpoint and
+# train.model follow the model's name.
+RECIPES = {
+    "tiny": {
+        "shard.max_side": 128,
+        "shard.clip_length": 16,
+        "train.image_size": 128,
+        "train.use_focal": False,
+        "train.loss_dice": 5.0,
+        "train.loss_object_score": 10.0,
+        "train.prob_mask": 1.0,
+        "train.prob_points": 0.0,
+        "train.prob_box": 0.0,
+        "train.num_correction_clicks": 0,
+        "train.max_cond_frames": 1,
+    },
+    "sam2.1": {
+        "shard.max_side": 1024,
+        "shard.clip_length": 8,
+        "train.image_size": 1024,
+        "train.use_focal": True,
+        "train.loss_dice": 1.0,
+        "train.loss_object_score": 1.0,
+        "train.prob_mask": 0.5,
+        "train.prob_points": 0.25,
+        "train.prob_box": 0.25,
+        "train.num_correction_clicks": 7,
+        "train.max_cond_frames": 2,
+    },
+}
 
 
 def _f(default: Any, help: str, check: str | None = None) -> Any:
@@ -49,7 +86,9 @@ class FetchParams:
         "local_dir) | coco2017 (downloaded)",
     )
     checkpoint: str = _f(
-        "tiny", "base weights: tiny (shipped), sam2.1_hiera_{tiny,small,base_plus,large}, or a path"
+        AUTO,
+        "base weights: auto (the model's), tiny (shipped), sam2.1_hiera_{tiny,small,base_plus,"
+        "large} (downloaded, checksum-verified), or the path of a SAM2 checkpoint file",
     )
     local_dir: str = _f(
         "data/user",
@@ -57,8 +96,9 @@ class FetchParams:
         "or DAVIS JPEGImages/ + Annotations/",
     )
     coco2017_split: str = _f("val", "COCO 2017 image archive to download: val or train")
-    val_fraction: float = _f(0.2, "share of videos/images held out when there is no val split",
-                             "0..1")  # fmt: skip
+    val_fraction: float = _f(
+        0.2, "share of videos/images held out when there is no val split", "0..1"
+    )
     synthetic: SyntheticParams = field(default_factory=SyntheticParams, metadata={"help": ""})
 
 
@@ -85,13 +125,19 @@ class ShardParams:
     seed: int = _f(
         0, "seed of the validation clips' objects and motion (training clips: top-level seed)"
     )
-    clip_length: int = _f(16, "frames per clip (clips are made when the shards are read)", ">0")
+    clip_length: int | str = _f(
+        AUTO, "frames per clip (clips are made when the shards are read)", ">0"
+    )
     stride: int = _f(8, "frames between the starts of consecutive validation clips", ">0")
     max_objects: int = _f(3, "most objects per clip (those present on its first frame)", ">0")
     min_area: int = _f(
         16, "objects smaller than this on the first frame (pixels) are left out", ">=0"
     )
-    max_side: int = _f(128, "frames are resized so that their longer side is at most this", ">0")
+    max_side: int | str = _f(
+        AUTO,
+        "frames are stored with their longer side at most this (train.image_size must fit)",
+        ">0",
+    )
     sources_per_shard: int = _f(64, "videos or images per shard file", ">0")
     jpeg_quality: int = _f(
         90, "JPEG quality of frames that are resized (others keep their file's bytes)", ">0"
@@ -103,18 +149,25 @@ class ShardParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    model: str = _f("tiny", "model: tiny, sam2.1_hiera_{tiny,small,base_plus,large}, or a YAML")
-    image_size: int = _f(128, "square model input size (multiple of 16)", ">0")
+    model: str = _f(
+        AUTO, "model config: auto (the top-level model's), tiny, sam2.1_hiera_*, or a YAML path"
+    )
+    image_size: int | str = _f(AUTO, "square model input size (multiple of 16)", ">0")
     steps: int = _f(300, "optimizer steps; 0 = evaluate the base model only", ">=0")
     batch_size: int = _f(4, "clips per step (per process)", ">0")
     grad_accum: int = _f(1, "micro-batches accumulated per optimizer step", ">0")
     trainable_modules: tuple[str, ...] = _f(
         [
-            "memory_attention", "memory_encoder", "obj_ptr_proj", "obj_ptr_tpos_proj",
-            "no_obj_ptr", "no_obj_embed_spatial", "maskmem_tpos_enc",
+            "memory_attention",
+            "memory_encoder",
+            "obj_ptr_proj",
+            "obj_ptr_tpos_proj",
+            "no_obj_ptr",
+            "no_obj_embed_spatial",
+            "maskmem_tpos_enc",
         ],
         "top-level modules trained: the memory modules and object-pointer projections",
-    )  # fmt: skip
+    )
     lr_scale: dict[str, float] = _f(
         {}, "per-module learning-rate factors, e.g. {memory_encoder: 0.5} (others: 1)"
     )
@@ -122,14 +175,16 @@ class TrainParams:
     warmup_steps: int = _f(30, "linear warm-up steps before the cosine decay", ">=0")
     min_lr_ratio: float = _f(0.1, "final learning rate as a fraction of lr", "0..1")
     grad_clip: float = _f(1.0, "max gradient norm (0 disables clipping)", ">=0")
-    prob_mask: float = _f(1.0, "probability of a mask prompt on conditioning frames", "0..1")
-    prob_points: float = _f(0.0, "probability of point prompts", "0..1")
-    prob_box: float = _f(0.0, "probability of a box prompt", "0..1")
+    prob_mask: float | str = _f(AUTO, "probability of a mask prompt on conditioning frames", "0..1")
+    prob_points: float | str = _f(AUTO, "probability of point prompts", "0..1")
+    prob_box: float | str = _f(AUTO, "probability of a box prompt", "0..1")
     num_pos_points: int = _f(1, "positive points per object for point prompts", ">0")
     include_center: bool = _f(False, "make the first point the object's centre")
     box_jitter: float = _f(0.1, "box sides move by up to this fraction of the box size", ">=0")
-    num_correction_clicks: int = _f(0, "correction clicks sampled from the error region", ">=0")
-    max_cond_frames: int = _f(1, "1 or 2 conditioning frames per clip", ">0")
+    num_correction_clicks: int | str = _f(
+        AUTO, "correction clicks sampled from the error region", ">=0"
+    )
+    max_cond_frames: int | str = _f(AUTO, "at most 1 or 2 conditioning frames per clip", ">0")
     memory_as_predictor: bool = _f(
         True,
         "keep memory as SAM2VideoPredictor does at inference: "
@@ -138,16 +193,16 @@ class TrainParams:
         "as SAM2's trainer)",
     )
     loss_mask: float = _f(20.0, "weight of the focal (or BCE) mask loss", ">=0")
-    loss_dice: float = _f(
-        5.0, "weight of the dice loss (SAM2: 1; the tiny base was pretrained with 5)", ">=0"
+    loss_dice: float | str = _f(
+        AUTO, "weight of the dice loss (SAM2: 1; the tiny base was pretrained with 5)", ">=0"
     )
     loss_iou: float = _f(1.0, "weight of the IoU-prediction loss", ">=0")
-    loss_object_score: float = _f(
-        10.0, "weight of the object-score loss (SAM2: 1; the tiny demo needs 10, see README)", ">=0"
+    loss_object_score: float | str = _f(
+        AUTO, "weight of the object-score loss (SAM2: 1; the tiny demo needs 10, see README)", ">=0"
     )
     loss_temporal: float = _f(0.0, "weight of the temporal-consistency loss", ">=0")
-    use_focal: bool = _f(
-        False,
+    use_focal: bool | str = _f(
+        AUTO,
         "focal mask loss, SAM2's (true) or plain BCE, the tiny base's pretraining loss (false); "
         "tune a model with the loss it was trained with",
     )
@@ -193,6 +248,11 @@ class RenderParams:
 
 @dataclass(frozen=True)
 class Params:
+    model: str = _f(
+        "tiny",
+        "tiny (the shipped demo model) or sam2.1_hiera_{tiny,small,base_plus,large}: decides "
+        "every `auto` value (checkpoint, model config, image and stored frame size, recipe)",
+    )
     seed: int = _f(0, "seed of training and evaluation randomness")
     lr: float = _f(2e-4, "peak learning rate of the trainable modules", ">0")
     fetch: FetchParams = field(default_factory=FetchParams, metadata={"help": ""})
@@ -203,6 +263,7 @@ class Params:
 
 
 CHOICES = {
+    "model": MODELS,
     "fetch.source": ("synthetic", "coco_video", "coco_images", "davis", "coco2017"),
     "fetch.coco2017_split": ("val", "train"),
     "evaluate.prompts": ("mask", "points", "box"),
@@ -219,11 +280,39 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping of parameters")
     try:
-        params = _build(Params, raw, "")
+        params = resolve(_build(Params, raw, ""))
         _check_cross_fields(params)
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
     return params
+
+
+def load_raw_params(path: Path | str = PARAMS_FILE) -> Params:
+    """The file as written, `auto` values left in (to show which values `auto` chose)."""
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    return _build(Params, raw if isinstance(raw, dict) else {}, "")
+
+
+def recipe(model: str) -> dict[str, Any]:
+    """What `auto` stands for under `model` ('section.key' -> value)."""
+    family = "tiny" if model == "tiny" else "sam2.1"
+    return {"fetch.checkpoint": model, "train.model": model, **RECIPES[family]}
+
+
+def resolve(p: Params) -> Params:
+    """`p` with each `auto` value replaced by the model's (RECIPES); set values are kept."""
+    changes: dict[str, dict[str, Any]] = {}
+    for key, value in recipe(p.model).items():
+        section, name = key.split(".")
+        if getattr(getattr(p, section), name) == AUTO:
+            changes.setdefault(section, {})[name] = value
+    sections = {k: dataclasses.replace(getattr(p, k), **v) for k, v in changes.items()}
+    return dataclasses.replace(p, **sections)
+
+
+def defaults(model: str = "tiny") -> Params:
+    """Every default, `auto` resolved for `model`."""
+    return resolve(Params(model=model))
 
 
 def _build(cls: type, raw: dict, prefix: str) -> Any:
@@ -258,9 +347,14 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             raise ValueError(f"{key}: expected a list, got {value!r}")
         return tuple(_coerce(typing.get_args(hint)[0], v, key) for v in value)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in typing.get_args(hint):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
             return None
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        if value == AUTO and str in args:
+            return value
+        hint = next(a for a in args if a not in (type(None), str))
+        if isinstance(value, str):
+            raise ValueError(f"{key}: expected {hint.__name__} or {AUTO!r}, got {value!r}")
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint in (int, float, bool, str) and (type(value) is not hint):
@@ -269,6 +363,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
 
 
 def _check_range(check: str | None, value: Any, key: str) -> None:
+    if value == AUTO:
+        return
     bad = (
         (check == ">0" and not value > 0)
         or (check == ">=0" and not value >= 0)
@@ -281,6 +377,8 @@ def _check_range(check: str | None, value: Any, key: str) -> None:
 def _check_choice(key: str, value: Any) -> None:
     allowed = CHOICES.get(key)
     items = value if isinstance(value, tuple) else (value,)
+    if value == AUTO and key in recipe("tiny"):  # keys that `auto` is a value of
+        return
     if allowed is not None and any(v not in allowed for v in items):
         raise ValueError(f"{key}: {value!r} is not allowed; choose from {allowed}")
 
@@ -297,9 +395,17 @@ def _check_shard(shard: ShardParams) -> None:
             )
     if m.crop_area[1] > 1:
         raise ValueError(f"shard.motion.crop_area: {list(m.crop_area)} must be within (0, 1]")
-    limits = {"rotation": 180, "frame_rotation": 180, "shear": 89, "frame_shear": 89,
-              "translate": 1, "frame_translate": 1, "brightness": 0.99, "contrast": 0.99,
-              "saturation": 0.99}  # fmt: skip
+    limits = {
+        "rotation": 180,
+        "frame_rotation": 180,
+        "shear": 89,
+        "frame_shear": 89,
+        "translate": 1,
+        "frame_translate": 1,
+        "brightness": 0.99,
+        "contrast": 0.99,
+        "saturation": 0.99,
+    }
     for name, limit in limits.items():
         if not getattr(m, name) <= limit:
             raise ValueError(f"shard.motion.{name}: {getattr(m, name)} must be at most {limit}")
@@ -312,8 +418,30 @@ def shard_params_from(raw: dict) -> ShardParams:
     return params
 
 
+def _check_model(p: Params) -> None:
+    """The model's keys agree: no training above the stored frame size, one architecture."""
+    size, side = p.train.image_size, p.shard.max_side
+    if size > side:
+        raise ValueError(
+            f"train.image_size {size} is above shard.max_side {side} (frames would be upsampled);"
+            f" set shard.max_side: auto or >= {size}, or train.image_size <= {side}"
+        )
+    if p.fetch.source == "synthetic" and size > p.fetch.synthetic.size:
+        raise ValueError(
+            f"train.image_size {size} is above fetch.synthetic.size {p.fetch.synthetic.size} "
+            f"(frames would be upsampled); set fetch.synthetic.size >= {size} or use your data"
+        )
+    ckpt, model = p.fetch.checkpoint, p.train.model
+    if ckpt in MODELS and model in MODELS and ckpt != model:
+        raise ValueError(
+            f"fetch.checkpoint {ckpt!r} is another architecture than train.model {model!r} "
+            f"(model: {p.model}); set both to auto, or both to the same model"
+        )
+
+
 def _check_cross_fields(p: Params) -> None:
     _check_shard(p.shard)
+    _check_model(p)
     t = p.train
     if abs(t.prob_mask + t.prob_points + t.prob_box - 1.0) > 1e-6:
         raise ValueError("train.prob_mask + train.prob_points + train.prob_box must sum to 1")
@@ -338,8 +466,15 @@ def describe(cls: type = Params, prefix: str = "") -> list[tuple[str, str, str, 
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         type_name = getattr(hints[f.name], "__name__", str(hints[f.name]))
-        rows.append((prefix + f.name, type_name, repr(default), f.metadata.get("help", "")))
+        meaning = f.metadata.get("help", "") + _auto_note(prefix + f.name, default)
+        rows.append((prefix + f.name, type_name, repr(default), meaning))
     return rows
+
+
+def _auto_note(key: str, default: Any) -> str:
+    if default != AUTO or key not in RECIPES["tiny"]:
+        return ""
+    return f" (auto: tiny {RECIPES['tiny'][key]!r}, SAM2.1 {RECIPES['sam2.1'][key]!r})"
 
 
 def to_dict(params: Any) -> dict:

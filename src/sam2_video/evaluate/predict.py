@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,11 +27,21 @@ import torch.nn.functional as F
 from sam2_video.data.clips import Clip
 from sam2_video.model import rollout
 from sam2_video.model.transforms import frames_to_model_input, masks_to_model_size
+from sam2_video.params import defaults
 
-EVAL_PROMPTS = rollout.PromptConfig(
-    prob_mask=1.0, prob_points=0.0, prob_box=0.0,
-    num_pos_points=1, include_center=True, box_jitter=0.0,
-)  # fmt: skip
+# vos_inference's prompts, whatever the training recipe: one click at the object's centre,
+# or the exact box, or the mask, on the first frame only, no correction clicks
+EVAL_PROMPTS = dataclasses.replace(
+    defaults().train,
+    prob_mask=1.0,
+    prob_points=0.0,
+    prob_box=0.0,
+    num_pos_points=1,
+    include_center=True,
+    box_jitter=0.0,
+    num_correction_clicks=0,
+    max_cond_frames=1,
+)
 NO_OBJECT_LOGIT = -1024.0  # SAM2's NO_OBJ_SCORE: what the predictor holds for an untracked object
 LOW_RES_STRIDE = 4  # SAM2's mask decoder predicts at image_size / 4
 
@@ -59,9 +70,18 @@ def _track_from(model, images: torch.Tensor, start: int, first: torch.Tensor, pr
     plan = rollout.Plan(cond_frames=(0,), kind=prompt)
     gen = torch.Generator().manual_seed(0)  # eval prompts draw nothing; keeps the API uniform
     with torch.autocast(images.device.type, torch.bfloat16, enabled=images.device.type == "cuda"):
-        outs = rollout.track(model, images[None, start:], gt, owners, plan, EVAL_PROMPTS, gen,
-                             first_frame=start, num_frames=images.shape[0],
-                             predictor_memory=True)  # fmt: skip
+        outs = rollout.track(
+            model,
+            images[None, start:],
+            gt,
+            owners,
+            plan,
+            EVAL_PROMPTS,
+            gen,
+            first_frame=start,
+            num_frames=images.shape[0],
+            predictor_memory=True,
+        )
     return torch.stack([o.low_res_logits[:, 0].float() for o in outs])
 
 

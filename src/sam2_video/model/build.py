@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sam2_video.files import atomic_path
 
-# Names accepted by `model.name`: the project's tiny model and SAM2.1's four sizes.
+# Names accepted by `train.model`: the project's tiny model and SAM2.1's four sizes.
 SAM21_CONFIGS = {
     "sam2.1_hiera_tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
     "sam2.1_hiera_small": "configs/sam2.1/sam2.1_hiera_s.yaml",
@@ -37,7 +37,9 @@ def model_config_path(name: str) -> Path:
         return Path(str(resources.files("sam2") / SAM21_CONFIGS[name]))
     if Path(name).is_file():
         return Path(name)
-    raise ValueError(f"model.name: unknown model {name!r}; use one of {MODEL_NAMES} or a YAML path")
+    raise ValueError(
+        f"train.model: unknown model {name!r}; use auto, one of {MODEL_NAMES} or a YAML path"
+    )
 
 
 def tiny_base_weights_path() -> Path:
@@ -73,17 +75,56 @@ def build_model(cfg: DictConfig | Mapping[str, Any], target: str | None = None) 
     return instantiate(cfg.model, _recursive_=True)
 
 
+def read_checkpoint(path: Path | str) -> dict[str, torch.Tensor]:
+    """The state dict of a SAM2-format checkpoint file (`{"model": state_dict}`)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: checkpoint file not found") from None
+    except (RuntimeError, EOFError, OSError) as err:  # torch's message for a non-zip/pickle file
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise ValueError(f"{path}: not a SAM2 checkpoint (expected a dict with key 'model')")
+    return state["model"]
+
+
+def mismatch(model: torch.nn.Module, weights: Mapping[str, torch.Tensor]) -> str:
+    """'' when `weights` fit `model` exactly (names and shapes), else what differs."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    shapes = sorted(k for k in set(own) & set(weights) if own[k].shape != weights[k].shape)
+    parts = [
+        f"{len(keys)} {what} (e.g. {keys[0]})"
+        for what, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("of another shape", shapes),
+        )
+        if keys
+    ]
+    return ", ".join(parts)
+
+
+def check_checkpoint(cfg: DictConfig, path: Path | str, fix: str) -> None:
+    """Fail, naming the file, when the checkpoint is not of `cfg`'s architecture.
+
+    (The meta device would save building real weights, but SAM2's Hiera calls .item().)
+    """
+    weights = read_checkpoint(path)
+    model = build_model(cfg)
+    differs = mismatch(model, weights)
+    if differs:
+        raise ValueError(f"{path}: checkpoint of another architecture ({differs}); {fix}")
+
+
 def load_checkpoint(model: torch.nn.Module, path: Path | str) -> None:
     """Strict load of a SAM2-format checkpoint; names the file and the mismatching keys."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or "model" not in state:
-        raise ValueError(f"{path}: not a SAM2 checkpoint (expected a dict with key 'model')")
-    missing, unexpected = model.load_state_dict(state["model"], strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"{path}: checkpoint does not match the model config "
-            f"(missing {sorted(missing)[:5]}..., unexpected {sorted(unexpected)[:5]}...)"
-        )
+    weights = read_checkpoint(path)
+    differs = mismatch(model, weights)
+    if differs:
+        raise ValueError(f"{path}: checkpoint does not match the model config ({differs})")
+    model.load_state_dict(weights)
 
 
 def save_checkpoint(model: torch.nn.Module, path: Path | str) -> None:

@@ -4,6 +4,7 @@ Per frame and per prediction step: focal (or BCE) + dice on the best of the mult
 outputs, L1 between predicted and actual IoU, and an object-score loss. Mask, dice and IoU
 terms count only where the object is present (SAM2's convention: the object-score head
 alone learns "absent"). Everything is summed over objects and divided by their number.
+The weights are the train params section's (`loss_*`, `use_focal`: params.TrainParams).
 """
 
 from __future__ import annotations
@@ -13,17 +14,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from sam2_video.params import TrainParams
 
-@dataclass(frozen=True)
-class LossWeights:
-    mask: float = 20.0
-    dice: float = 1.0
-    iou: float = 1.0
-    object_score: float = 1.0
-    temporal: float = 0.0
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
-    use_focal: bool = True
+# SAM2's focal loss constants (sam2/training/loss_fns.py); not tuned per run
+FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0
 
 
 @dataclass(frozen=True)
@@ -68,12 +62,12 @@ def _overlaps(flat_logits: torch.Tensor, t: Targets) -> list[torch.Tensor]:
     return [(prob * t.mask).sum(-1), prob.sum(-1), (pred * t.mask).sum(-1), pred.sum(-1)]
 
 
-def _pixel_stats(logits: torch.Tensor, t: Targets, w: LossWeights) -> torch.Tensor:
+def _pixel_stats(logits: torch.Tensor, t: Targets, w: TrainParams) -> torch.Tensor:
     """(N, M, 5) what the losses need from the pixels of (N, M, H, W) logits: the mask loss
     (focal or BCE, mean over pixels) and _overlaps. One pass per step keeps a 128 px step in
     cache; the rest of the loss works on these few numbers, for all steps at once."""
     flat = logits.flatten(2)
-    mask = _focal_pixels(flat, t, w.focal_gamma) if w.use_focal else F.softplus(flat * t.flip)
+    mask = _focal_pixels(flat, t, FOCAL_GAMMA) if w.use_focal else F.softplus(flat * t.flip)
     return torch.stack([mask.mean(-1), *_overlaps(flat, t)], dim=-1)
 
 
@@ -111,9 +105,9 @@ def iou_prediction_loss(logits, targets, pred_ious) -> torch.Tensor:
     return (pred_ious - _iou(inter, pred_area, t.area)).abs()
 
 
-def _frame_targets(gt: torch.Tensor, w: LossWeights) -> Targets:
+def _frame_targets(gt: torch.Tensor, w: TrainParams) -> Targets:
     """Targets of one frame's (N, H, W) ground truth, focal-weighted when the mask loss is."""
-    return Targets.of(gt[:, None], w.focal_alpha if w.use_focal else -1.0)
+    return Targets.of(gt[:, None], FOCAL_ALPHA if w.use_focal else -1.0)
 
 
 @dataclass
@@ -124,11 +118,11 @@ class _StepRecord:
     area: torch.Tensor  # (N, 1) of its frame's ground truth
 
 
-def _record(logits, pred_ious, object_score_logits, t: Targets, w: LossWeights) -> _StepRecord:
+def _record(logits, pred_ious, object_score_logits, t: Targets, w: TrainParams) -> _StepRecord:
     return _StepRecord(_pixel_stats(logits, t, w), pred_ious, object_score_logits, t.area)
 
 
-def _sum_losses(records: list[_StepRecord], w: LossWeights) -> dict[str, torch.Tensor]:
+def _sum_losses(records: list[_StepRecord], w: TrainParams) -> dict[str, torch.Tensor]:
     """Loss terms of prediction steps, summed over steps and objects; steps with the same
     number of masks M are stacked (K, N, M) and handled at once."""
     parts: dict[str, torch.Tensor] = {}
@@ -141,7 +135,9 @@ def _sum_losses(records: list[_StepRecord], w: LossWeights) -> dict[str, torch.T
         present = (area[..., 0] > 0).float()  # (K, N): absent objects only score objectness
         dice = _dice(soft_inter, soft_area, area)
         iou = _iou(inter, pred_area, area)
-        best = torch.argmin(mask * w.mask + dice * w.dice, dim=-1, keepdim=True)  # best mask
+        best = torch.argmin(
+            mask * w.loss_mask + dice * w.loss_dice, dim=-1, keepdim=True
+        )  # best mask
         pred_ious = torch.stack([r.pred_ious for r in group])
         scores = torch.stack([r.object_score_logits[:, 0] for r in group]).float()
         terms = {
@@ -161,7 +157,7 @@ def step_losses(
     pred_ious: torch.Tensor,
     object_score_logits: torch.Tensor,
     gt: torch.Tensor,
-    w: LossWeights,
+    w: TrainParams,
 ) -> dict[str, torch.Tensor]:
     """Losses of one prediction step, summed over the N objects.
 
@@ -177,18 +173,18 @@ def temporal_consistency(prev_logits: torch.Tensor, logits: torch.Tensor) -> tor
     return (logits.sigmoid() - prev_logits.sigmoid()).abs().flatten(1).mean(-1).sum()
 
 
-def total_loss(parts: dict[str, torch.Tensor], w: LossWeights) -> torch.Tensor:
+def total_loss(parts: dict[str, torch.Tensor], w: TrainParams) -> torch.Tensor:
     return (
-        parts["mask"] * w.mask
-        + parts["dice"] * w.dice
-        + parts["iou"] * w.iou
-        + parts["object_score"] * w.object_score
-        + parts.get("temporal", torch.zeros(())) * w.temporal
+        parts["mask"] * w.loss_mask
+        + parts["dice"] * w.loss_dice
+        + parts["iou"] * w.loss_iou
+        + parts["object_score"] * w.loss_object_score
+        + parts.get("temporal", torch.zeros(())) * w.loss_temporal
     )
 
 
 def clip_losses(
-    frames: list, gt: torch.Tensor, w: LossWeights, num_objects: float | None = None
+    frames: list, gt: torch.Tensor, w: TrainParams, num_objects: float | None = None
 ) -> dict[str, torch.Tensor]:
     """Sum of step losses over all frames and steps, divided by the number of objects.
 
@@ -200,10 +196,11 @@ def clip_losses(
     records = []
     for i, frame in enumerate(frames):
         t = _frame_targets(gt[i], w)
-        records += [_record(s.multimask_logits, s.ious, s.object_score_logits, t, w)
-                    for s in frame.steps]  # fmt: skip
+        records += [
+            _record(s.multimask_logits, s.ious, s.object_score_logits, t, w) for s in frame.steps
+        ]
     parts = _sum_losses(records, w)
-    if w.temporal > 0 and len(frames) > 1:
+    if w.loss_temporal > 0 and len(frames) > 1:
         pairs = zip(frames[:-1], frames[1:], strict=True)
         parts["temporal"] = sum(temporal_consistency(a.logits, b.logits) for a, b in pairs)
     parts = {k: v / num_objects for k, v in parts.items()}

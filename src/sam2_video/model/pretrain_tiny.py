@@ -9,6 +9,7 @@ only its memory modules to the *target* domain. Weights are stored in float16 (a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from sam2_video.data.sources.synthetic import DOMAINS, render_scene
 from sam2_video.evaluate import metrics
 from sam2_video.evaluate.predict import object_prompts, predict_masks
 from sam2_video.model import build, losses, rollout, transforms
+from sam2_video.params import defaults
 
 IMAGE_SIZE = 128
 
@@ -44,7 +46,7 @@ def source_val_jf(model, scenes) -> dict[str, float]:
         scores = [
             metrics.score_clip(
                 gt, predict_masks(model, frames, object_prompts(gt), prompt, IMAGE_SIZE)
-            )  # fmt: skip
+            )
             for frames, gt in scenes
         ]
         out[prompt] = round(metrics.summarize(scores)["jf"], 3)
@@ -66,17 +68,42 @@ def val_scenes(seed: int, count: int = 8):
 # in "predict background" for thousands of steps; BCE with a heavier dice term gets
 # out of that plateau quickly. Fine-tuning defaults to this same loss (train.use_focal
 # false, loss_dice 5): tuning the tiny base with SAM2's focal weights lowered target J&F.
-PRETRAIN_LOSS = losses.LossWeights(mask=20.0, dice=5.0, iou=1.0, object_score=1.0, use_focal=False)
+PRETRAIN_LOSS = dataclasses.replace(
+    defaults().train,
+    loss_mask=20.0,
+    loss_dice=5.0,
+    loss_iou=1.0,
+    loss_object_score=1.0,
+    loss_temporal=0.0,
+    use_focal=False,
+)
 
 
-IMAGE_PROMPTS = rollout.PromptConfig(0.0, 0.6, 0.4, num_correction_clicks=2)
+IMAGE_PROMPTS = dataclasses.replace(
+    defaults().train,
+    prob_mask=0.0,
+    prob_points=0.6,
+    prob_box=0.4,
+    num_pos_points=1,
+    include_center=False,
+    box_jitter=0.1,
+    num_correction_clicks=2,
+    max_cond_frames=1,
+)
 
 
 def pretrain(
-    steps: int, seed: int, lr: float, log_every: int = 50, val_every: int = 250,
-    frames: int = 6, image_steps: int = 0, mask_prob: float = 0.4, stop_at: int | None = None,
+    steps: int,
+    seed: int,
+    lr: float,
+    log_every: int = 50,
+    val_every: int = 250,
+    frames: int = 6,
+    image_steps: int = 0,
+    mask_prob: float = 0.4,
+    stop_at: int | None = None,
     val_count: int = 8,
-) -> tuple[torch.nn.Module, dict[str, float]]:  # fmt: skip
+) -> tuple[torch.nn.Module, dict[str, float]]:
     """`image_steps` of single-frame SAM training (cheap; teaches the encoder and decoder to
     segment from prompts), then video steps of `frames` frames (teaches the memory).
     Returns the model and its source-domain J&F at the last step."""
@@ -85,17 +112,25 @@ def pretrain(
     model.train()
     rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 2),
-                                                pct_start=0.05)  # fmt: skip
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=max(steps, 2), pct_start=0.05
+    )
     scenes = val_scenes(seed, val_count)
-    prompt_cfg = rollout.PromptConfig(mask_prob, (1 - mask_prob) / 2, (1 - mask_prob) / 2,
-                                      num_correction_clicks=1, max_cond_frames=2)  # fmt: skip
+    prompt_cfg = dataclasses.replace(
+        IMAGE_PROMPTS,
+        prob_mask=mask_prob,
+        prob_points=(1 - mask_prob) / 2,
+        prob_box=(1 - mask_prob) / 2,
+        num_correction_clicks=1,
+        max_cond_frames=2,
+    )
     weights, start, running = PRETRAIN_LOSS, time.time(), 0.0
     source_jf = {"mask": 0.0, "points": 0.0}
     for step in range(1, steps + 1):
         video = step > image_steps
-        images, gt, owners = scene_batch(rng, "source", clips=4 if video else 8,
-                                         frames=frames if video else 1, max_obj=3)  # fmt: skip
+        images, gt, owners = scene_batch(
+            rng, "source", clips=4 if video else 8, frames=frames if video else 1, max_obj=3
+        )
         cfg = prompt_cfg if video else IMAGE_PROMPTS  # a mask prompt alone teaches nothing
         plan = rollout.sample_plan(images.shape[1], cfg, gen)
         outputs = rollout.track(model, images, gt, owners, plan, cfg, gen)
@@ -107,8 +142,10 @@ def pretrain(
         sched.step()
         running += float(loss.detach())
         if step % log_every == 0:
-            print(f"step {step}/{steps} loss {running / log_every:.3f} "
-                  f"({time.time() - start:.0f}s)", flush=True)  # fmt: skip
+            print(
+                f"step {step}/{steps} loss {running / log_every:.3f} ({time.time() - start:.0f}s)",
+                flush=True,
+            )
             running = 0.0
         if step % val_every == 0 or step in (steps, stop_at):
             source_jf = source_val_jf(model, scenes)
@@ -154,10 +191,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-source-jf", type=float, default=0.5)
     parser.add_argument("--out", type=Path, default=build.tiny_base_weights_path())
     args = parser.parse_args(argv)
-    model, source_jf = pretrain(args.steps, args.seed, args.lr, val_every=args.val_every,
-                                frames=args.frames, image_steps=args.image_steps,
-                                mask_prob=args.mask_prob, stop_at=args.stop_at,
-                                val_count=args.val_scenes)  # fmt: skip
+    model, source_jf = pretrain(
+        args.steps,
+        args.seed,
+        args.lr,
+        val_every=args.val_every,
+        frames=args.frames,
+        image_steps=args.image_steps,
+        mask_prob=args.mask_prob,
+        stop_at=args.stop_at,
+        val_count=args.val_scenes,
+    )
     if source_jf["mask"] < args.min_source_jf:
         raise SystemExit(PLATEAU_HELP.format(jf=source_jf["mask"], out=args.out))
     save_half(model, args.out)

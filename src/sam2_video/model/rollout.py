@@ -5,7 +5,9 @@ SAM2Base's lower-level pieces, so that every frame yields the multimask logits, 
 predictions and object-score logits of every prediction step (SAM2Base.track_step in
 train mode drops the object scores). Conditioning frames get prompts from ground truth;
 the other frames are tracked through memory. The same loop, in eval mode with one
-conditioning frame, is SAM2VideoPredictor's inference.
+conditioning frame, is SAM2VideoPredictor's inference. How conditioning frames are
+prompted is read from the train params section (`prob_*`, `num_pos_points`, ... of
+params.TrainParams), as parsed; evaluation passes its own (predict.EVAL_PROMPTS).
 """
 
 from __future__ import annotations
@@ -16,22 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from sam2_video.model import feature_cache, prompts
+from sam2_video.params import TrainParams
 
 PROMPT_KINDS = ("mask", "points", "box")
-
-
-@dataclass(frozen=True)
-class PromptConfig:
-    """How conditioning frames are prompted (probabilities over PROMPT_KINDS)."""
-
-    prob_mask: float = 0.5
-    prob_points: float = 0.25
-    prob_box: float = 0.25
-    num_pos_points: int = 1
-    include_center: bool = False
-    box_jitter: float = 0.1
-    num_correction_clicks: int = 0
-    max_cond_frames: int = 1
 
 
 @dataclass(frozen=True)
@@ -57,7 +46,7 @@ class FrameOutput:
     low_res_logits: torch.Tensor  # (N, 1, S/4, S/4) what SAM2VideoPredictor upsamples
 
 
-def sample_plan(num_frames: int, cfg: PromptConfig, gen: torch.Generator) -> Plan:
+def sample_plan(num_frames: int, cfg: TrainParams, gen: torch.Generator) -> Plan:
     """Prompt kind and conditioning frames for one training batch (SAM2's sampling)."""
     probs = torch.tensor([cfg.prob_mask, cfg.prob_points, cfg.prob_box])
     kind = PROMPT_KINDS[int(torch.multinomial(probs, 1, generator=gen))]
@@ -90,7 +79,7 @@ def image_features(model, images: torch.Tensor, encoder_grad: bool, encoded=None
     return feats, pos, sizes  # feats/pos: lists of (HW, F, C)
 
 
-def _prompt_inputs(kind: str, gt: torch.Tensor, cfg: PromptConfig, gen: torch.Generator):
+def _prompt_inputs(kind: str, gt: torch.Tensor, cfg: TrainParams, gen: torch.Generator):
     """(point_inputs, mask_inputs) for one conditioning frame; gt (N, S, S) bool."""
     if kind == "mask":
         return None, gt[:, None].float()
@@ -126,8 +115,15 @@ def _correct(model, step0, sam_out, gt, point_inputs, frame_ctx, n_clicks, gen):
 # Top-level parts of SAM2Base that decoding a conditioning frame from its prompts never
 # reads (with directly_add_no_mem_embed it reads the features, no_mem_embed, the prompt
 # encoder, the mask decoder, mask_downsample and the object-pointer head): the memory path
-MEMORY_PATH = ("image_encoder", "memory_attention", "memory_encoder", "maskmem_tpos_enc",
-               "no_mem_pos_enc", "no_obj_embed_spatial", "obj_ptr_tpos_proj")  # fmt: skip
+MEMORY_PATH = (
+    "image_encoder",
+    "memory_attention",
+    "memory_encoder",
+    "maskmem_tpos_enc",
+    "no_mem_pos_enc",
+    "no_obj_embed_spatial",
+    "obj_ptr_tpos_proj",
+)
 
 
 def cond_decoding_is_frozen(model, feats: list[torch.Tensor]) -> bool:
@@ -138,8 +134,11 @@ def cond_decoding_is_frozen(model, feats: list[torch.Tensor]) -> bool:
     """
     if not model.directly_add_no_mem_embed or any(f.requires_grad for f in feats):
         return False  # without it, a conditioning frame goes through memory attention
-    return not any(p.requires_grad for name, p in model.named_parameters()
-                   if name.split(".")[0] not in MEMORY_PATH)  # fmt: skip
+    return not any(
+        p.requires_grad
+        for name, p in model.named_parameters()
+        if name.split(".")[0] not in MEMORY_PATH
+    )
 
 
 def _decode(model, frame, is_cond, plan, cfg, gen, gt, feats, pos, sizes, memory, video):
@@ -147,9 +146,18 @@ def _decode(model, frame, is_cond, plan, cfg, gen, gt, feats, pos, sizes, memory
     video: (index of the clip's first frame in the video, the video's frame count)."""
     point_inputs, mask_inputs = _prompt_inputs(plan.kind, gt, cfg, gen) if is_cond else (None, None)
     out, sam_out, high_res_features, pix_feat = model._track_step(
-        video[0] + frame, is_cond, feats, pos, sizes, point_inputs, mask_inputs, memory,
-        video[1], False, None,
-    )  # fmt: skip
+        video[0] + frame,
+        is_cond,
+        feats,
+        pos,
+        sizes,
+        point_inputs,
+        mask_inputs,
+        memory,
+        video[1],
+        False,
+        None,
+    )
     steps = [Step(sam_out[1], sam_out[2], sam_out[6])]
     if frame in plan.correction_frames:
         ctx = (high_res_features, pix_feat, is_cond)
@@ -165,7 +173,7 @@ def track(
     gt: torch.Tensor,
     obj_to_clip: torch.Tensor,
     plan: Plan,
-    cfg: PromptConfig,
+    cfg: TrainParams,
     gen: torch.Generator,
     encoded=None,
     first_frame: int = 0,
@@ -205,14 +213,25 @@ def track(
         is_cond = frame in plan.cond_frames
         with torch.inference_mode(is_cond and frozen_cond):
             out, sam_out, steps, point_inputs = _decode(
-                model, frame, is_cond, plan, cfg, gen, gt[frame], cur_feats, cur_pos, sizes,
-                memory, video,
-            )  # fmt: skip
+                model,
+                frame,
+                is_cond,
+                plan,
+                cfg,
+                gen,
+                gt[frame],
+                cur_feats,
+                cur_pos,
+                sizes,
+                memory,
+                video,
+            )
         out["pred_masks"], out["pred_masks_high_res"], out["obj_ptr"] = sam_out[3:6]
         high_res = sam_out[4]
         if is_cond and predictor_memory:
-            high_res = F.interpolate(sam_out[3], size=high_res.shape[-2:], mode="bilinear",
-                                     align_corners=False)  # fmt: skip
+            high_res = F.interpolate(
+                sam_out[3], size=high_res.shape[-2:], mode="bilinear", align_corners=False
+            )
         # no later frame reads the memory of the last one: skip its memory encoder
         model._encode_memory_in_output(
             cur_feats, sizes, point_inputs, frame != order[-1], high_res, sam_out[6], out
