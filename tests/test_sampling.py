@@ -81,10 +81,10 @@ def test_batches_are_a_function_of_seed_step_and_rank(video_reader) -> None:
         return StepBatches(video_reader, 2, 32, seed, rank, world_size=2, steps=10)[step]
 
     first, again = batch(3), batch(3)
-    assert first.names == again.names and first.images.equal(again.images)
+    assert first.names == again.names and first.frames.equal(again.frames)
     assert first.gt.equal(again.gt)
     others = [batch(3, rank=1), batch(4), batch(3, seed=1)]
-    assert all(not other.images.equal(first.images) for other in others)
+    assert all(not other.frames.equal(first.frames) for other in others)
     indices = batch_indices(video_reader.num_sources, 2, 3, 0, 0, 2)
     assert [name.split("__")[0] for name in first.names] == [str(i) for i in indices]
 

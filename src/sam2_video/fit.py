@@ -28,7 +28,7 @@ from sam2_video.data.loader import Batch, StepBatches, TrainingSources
 from sam2_video.evaluate import metrics
 from sam2_video.evaluate.predict import predict_clip
 from sam2_video.files import atomic_path, sha256_bytes
-from sam2_video.model import feature_cache, losses, rollout
+from sam2_video.model import feature_cache, losses, rollout, transforms
 from sam2_video.params import Params, TrainParams, to_dict
 
 
@@ -64,12 +64,13 @@ class ClipForward(torch.nn.Module):
 
     def forward(self, batch: Batch, plan: rollout.Plan, gen: torch.Generator, num_objects: float):
         t = self.train_params
+        images = transforms.normalize(batch.frames)  # (B, T, 3, S, S) float, on the device
         encoded = None
         if self.cache is not None:
-            encoded = self.cache.encode(self.sam, batch.images, batch.frame_keys)
+            encoded = self.cache.encode(self.sam, images, batch.frame_keys)
         frames = rollout.track(
             self.sam,
-            batch.images,
+            images,
             batch.gt,
             batch.obj_to_clip,
             plan,
@@ -241,7 +242,7 @@ def fit(
     t0, sums = time.time(), {}
     for micro, batch in zip(micro_steps, loader, strict=True):
         gen = step_generator(p.seed, micro, rank)
-        plan = rollout.sample_plan(batch.images.shape[1], s, gen)
+        plan = rollout.sample_plan(batch.frames.shape[1], s, gen)
         num_objects = mean_objects_over_ranks(batch.gt.shape[1], world, device)
         # SAM2's dropout draws from torch's global generator: fork it and seed the fork
         # per micro-step, so a resumed run draws the same masks and the caller's RNG is intact

@@ -1,7 +1,9 @@
 """Training batches: clips drawn from stored sources as a function of (seed, step, rank).
 
 A batch flattens all objects of all its clips, as SAM2's trainer does:
-  images       (B, T, 3, S, S) float, normalised as SAM2VideoPredictor does
+  frames       (B, T, 3, S, S) uint8, resized to model size (`transforms.normalize` makes
+               the model input where the step runs: uint8 is a quarter of float32's bytes
+               through the workers' shared memory and the host-to-device copy)
   gt           (T, N, S, S) bool, masks at model size (N = objects over all clips)
   obj_to_clip  (N,) long, the clip of each object
   frame_keys   per clip, its frames' keys (Clip.frame_keys; None for pseudo-video)
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 
 from sam2_video.data.clips import Clip
-from sam2_video.model.transforms import frames_to_model_input, masks_to_model_size
+from sam2_video.model.transforms import masks_to_model_size, resize_frames
 
 
 class TrainingSources(Protocol):
@@ -48,21 +50,21 @@ class FixedClips:
 
 @dataclass
 class Batch:
-    images: torch.Tensor  # (B, T, 3, S, S)
+    frames: torch.Tensor  # (B, T, 3, S, S) uint8
     gt: torch.Tensor  # (T, N, S, S) bool
     obj_to_clip: torch.Tensor  # (N,)
     names: list[str]
     frame_keys: list[tuple[str, ...] | None]
 
     def to(self, device: torch.device | str) -> Batch:
-        moved = (self.images.to(device), self.gt.to(device), self.obj_to_clip.to(device))
+        moved = (self.frames.to(device), self.gt.to(device), self.obj_to_clip.to(device))
         return Batch(*moved, self.names, self.frame_keys)
 
 
 def clip_tensors(clip: Clip, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(T, 3, S, S) model input and (T, O, S, S) bool masks of one clip."""
-    images = frames_to_model_input(clip.frames, image_size)
-    return images, masks_to_model_size(clip.masks, image_size)
+    """(T, 3, S, S) uint8 frames and (T, O, S, S) bool masks of one clip, at model size."""
+    frames = resize_frames(clip.frames, image_size)
+    return frames, masks_to_model_size(clip.masks, image_size)
 
 
 def collate(clips: Sequence[Clip], image_size: int) -> Batch:

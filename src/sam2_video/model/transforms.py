@@ -12,8 +12,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def frames_to_model_input(frames: np.ndarray, image_size: int) -> torch.Tensor:
-    """(T, H, W, 3) uint8 -> (T, 3, S, S) float: square resize, /255, ImageNet mean/std.
+def resize_frames(frames: np.ndarray, image_size: int) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (T, 3, S, S) uint8, square-resized.
 
     The resize is PIL's default, exactly as sam2.utils.misc._load_img_as_tensor does it.
     """
@@ -21,10 +21,20 @@ def frames_to_model_input(frames: np.ndarray, image_size: int) -> torch.Tensor:
         frames = np.stack(
             [np.asarray(Image.fromarray(f).resize((image_size, image_size))) for f in frames]
         )
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+
+
+def normalize(frames: torch.Tensor) -> torch.Tensor:
+    """(..., 3, S, S) uint8 -> float: /255, then ImageNet mean/std, on frames' device."""
+    x = frames.float() / 255.0
+    mean = torch.tensor(IMAGENET_MEAN, device=frames.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=frames.device).view(3, 1, 1)
     return (x - mean) / std
+
+
+def frames_to_model_input(frames: np.ndarray, image_size: int) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (T, 3, S, S) float model input (SAM2VideoPredictor's)."""
+    return normalize(resize_frames(frames, image_size))
 
 
 def masks_to_model_size(masks: np.ndarray | torch.Tensor, image_size: int) -> torch.Tensor:
