@@ -13,7 +13,8 @@ def replace_section(text: str, heading: str, body: str) -> str:
     if not starts:
         lines += ["\n", *section]
     else:
-        end = next((i for i in range(starts[0] + 1, len(lines)) if lines[i].startswith("## ")),
-                   len(lines))  # fmt: skip
+        end = next(
+            (i for i in range(starts[0] + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+        )
         lines[starts[0] : end] = section
     return "".join(lines).rstrip("\n") + "\n"

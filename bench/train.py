@@ -222,11 +222,15 @@ def our_step(model, sc: Scenario, inp: Inputs, cached: bool) -> Callable[[], dic
 
     def step() -> dict[str, torch.Tensor]:
         encoded = cache.encode(model, inp.images, keys) if cache is not None else None
-        frames = rollout.track(model, inp.images, inp.gt, inp.obj_to_clip, plan, cfg, gen,
-                               encoded)  # fmt: skip
+        frames = rollout.track(model, inp.images, inp.gt, inp.obj_to_clip, plan, cfg, gen, encoded)
         parts = losses.clip_losses(frames, inp.gt, LOSS_WEIGHTS)
-        return {"total": parts["total"], "mask": parts["mask"], "dice": parts["dice"],
-                "iou": parts["iou"], "object_score": parts["object_score"]}  # fmt: skip
+        return {
+            "total": parts["total"],
+            "mask": parts["mask"],
+            "dice": parts["dice"],
+            "iou": parts["iou"],
+            "object_score": parts["object_score"],
+        }
 
     return step
 
@@ -243,9 +247,13 @@ def their_step(model, sc: Scenario, inp: Inputs) -> Callable[[], dict[str, torch
 
     def step() -> dict[str, torch.Tensor]:
         parts = loss_fn(model(batch), batch.masks)
-        return {"total": parts[CORE_LOSS_KEY], "mask": parts["loss_mask"],
-                "dice": parts["loss_dice"], "iou": parts["loss_iou"],
-                "object_score": parts["loss_class"]}  # fmt: skip
+        return {
+            "total": parts[CORE_LOSS_KEY],
+            "mask": parts["loss_mask"],
+            "dice": parts["loss_dice"],
+            "iou": parts["loss_iou"],
+            "object_score": parts["loss_class"],
+        }
 
     return step
 
@@ -269,8 +277,9 @@ class Trainer:
             self.step = our_step(self.model, sc, inp, cached=variant == "ours")
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         # each side's own optimizer: fit.py's fused AdamW, SAM2's trainer's default one
-        self.opt = torch.optim.AdamW(self.params, lr=1e-4, weight_decay=0.01,
-                                     fused=variant != "theirs")  # fmt: skip
+        self.opt = torch.optim.AdamW(
+            self.params, lr=1e-4, weight_decay=0.01, fused=variant != "theirs"
+        )
         self.sc = sc
 
     def __call__(self) -> tuple[float, dict[str, float]]:
@@ -352,15 +361,25 @@ def run_profile(sc: Scenario, seed: int, steps: int = 3) -> None:
 
 
 def _child_command(child: str, sc: Scenario, seed: int) -> list[str]:
-    return [sys.executable, "-m", "bench.train", "--child", child, "--scenario", sc.name,
-            "--seed", str(seed)]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "bench.train",
+        "--child",
+        child,
+        "--scenario",
+        sc.name,
+        "--seed",
+        str(seed),
+    ]
 
 
 def spawn(child: str, sc: Scenario, seed: int) -> dict:
     """Run `child` ("time", "ours" or "theirs") for `sc` in a fresh interpreter."""
     repo = Path(__file__).resolve().parent.parent  # so that `-m bench.train` imports
-    done = subprocess.run(_child_command(child, sc, seed), cwd=repo, capture_output=True,
-                          text=True, check=False)  # fmt: skip
+    done = subprocess.run(
+        _child_command(child, sc, seed), cwd=repo, capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{child} on {sc.name} failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -402,11 +421,19 @@ def table(rows: list[Row], gpu: bool) -> list[str]:
         if gpu:
             clips = r.scenario.clips
             speed = [f"{m:.1f} ({1000 * clips / m:.2f} clips/s)" for m in med]
-        mems = [f"{v['peak_mib']:.0f}" + (f" ({v['delta_mib']:+.0f})" if "delta_mib" in v else "")
-                for v in (r.ours, r.theirs)]  # fmt: skip
+        mems = [
+            f"{v['peak_mib']:.0f}" + (f" ({v['delta_mib']:+.0f})" if "delta_mib" in v else "")
+            for v in (r.ours, r.theirs)
+        ]
         flag = "" if r.ratio <= GOAL_RATIO else " (goal missed)"
-        cells = [r.scenario.name, *speed, f"{r.ratio:.2f}{flag}", f"{r.uncached_ratio:.2f}",
-                 *mems, loss_check(r)]  # fmt: skip
+        cells = [
+            r.scenario.name,
+            *speed,
+            f"{r.ratio:.2f}{flag}",
+            f"{r.uncached_ratio:.2f}",
+            *mems,
+            loss_check(r),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -414,15 +441,19 @@ def table(rows: list[Row], gpu: bool) -> list[str]:
 def describe(sc: Scenario) -> str:
     n = sc.clips * sc.objects_per_clip
     prompt = "mask" if sc.kind == "mask" else f"1 point + {sc.clicks} correction clicks"
-    return (f"{sc.model} {sc.image_size}px, {sc.frames} frames, {sc.clips} clip(s) x "
-            f"{sc.objects_per_clip} objects ({n}), {prompt} on frame 0; "
-            f"{sc.steps} timed steps")  # fmt: skip
+    return (
+        f"{sc.model} {sc.image_size}px, {sc.frames} frames, {sc.clips} clip(s) x "
+        f"{sc.objects_per_clip} objects ({n}), {prompt} on frame 0; "
+        f"{sc.steps} timed steps"
+    )
 
 
 def machine_line(threads: int, load_before: tuple[float, ...]) -> str:
     loads = " / ".join(" ".join(f"{x:.2f}" for x in la) for la in (load_before, os.getloadavg()))
-    return (f"torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads {threads}, "
-            f"load average (1/5/15 min) before / after: {loads}")  # fmt: skip
+    return (
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads {threads}, "
+        f"load average (1/5/15 min) before / after: {loads}"
+    )
 
 
 def _header(rows: list[Row], command: str, machine: str) -> list[str]:
@@ -445,8 +476,12 @@ def cpu_report(rows: list[Row], command: str, machine: str) -> list[str]:
 
 def gpu_report(rows: list[Row], command: str, machine: str) -> list[str]:
     gpu_name = torch.cuda.get_device_name(0)
-    return [*_header(rows, command, f"{machine}, GPU {gpu_name}"),
-            f"GPU ({gpu_name}, bf16 autocast):", "", *table(rows, gpu=True)]  # fmt: skip
+    return [
+        *_header(rows, command, f"{machine}, GPU {gpu_name}"),
+        f"GPU ({gpu_name}, bf16 autocast):",
+        "",
+        *table(rows, gpu=True),
+    ]
 
 
 def _replace_block(text: str, begin: str, end: str, body: list[str]) -> str:
@@ -539,8 +574,10 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps(run_memory(args.child, sc, args.seed)))
         return
     if args.gpu_only and not torch.cuda.is_available():
-        sys.exit("bench.train --gpu-only: no CUDA device here (torch.cuda.is_available() is "
-                 "False); run it on a GPU machine, or drop --gpu-only")  # fmt: skip
+        sys.exit(
+            "bench.train --gpu-only: no CUDA device here (torch.cuda.is_available() is "
+            "False); run it on a GPU machine, or drop --gpu-only"
+        )
     cpu_scenarios = [] if args.gpu_only else TINY + (LARGE if args.large or args.only else [])
     gpu_scenarios = GPU if torch.cuda.is_available() and not args.no_gpu else []
     if args.only:  # named scenarios run whatever --large says; CUDA ones need CUDA
@@ -551,8 +588,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.profile:
         for sc in cpu_scenarios + gpu_scenarios:
             print(f"== {sc.name}", flush=True)
-            subprocess.run(_child_command("profile", sc, args.seed), check=True,
-                           cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
+            subprocess.run(
+                _child_command("profile", sc, args.seed),
+                check=True,
+                cwd=Path(__file__).resolve().parent.parent,
+            )
         return
     load_before = os.getloadavg()
     cpu, cpu_failed = run_all(cpu_scenarios, args.seed)
@@ -567,8 +607,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     if cpu + gpu:
         worst = max(r.ratio for r in cpu + gpu)
-        print(f"bench.train: worst ours/theirs {worst:.2f} (goal <= {GOAL_RATIO}); "
-              f"wrote {args.results}")  # fmt: skip
+        print(
+            f"bench.train: worst ours/theirs {worst:.2f} (goal <= {GOAL_RATIO}); "
+            f"wrote {args.results}"
+        )
     if cpu_failed + gpu_failed:
         sys.exit("bench.train: " + "; ".join(cpu_failed + gpu_failed))
 

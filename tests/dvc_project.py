@@ -18,11 +18,17 @@ def reduced_params(train_steps: int) -> dict:
     return {
         "fetch": {"synthetic": {"train_videos": 3, "val_videos": 2, "num_frames": 6}},
         "shard": {"clip_length": 4, "stride": 2, "workers": 1},
-        "train": {"steps": train_steps, "batch_size": 2, "val_every": 2, "val_clips": 1,
-                  "checkpoint_every": 2, "warmup_steps": 1},
+        "train": {
+            "steps": train_steps,
+            "batch_size": 2,
+            "val_every": 2,
+            "val_clips": 1,
+            "checkpoint_every": 2,
+            "warmup_steps": 1,
+        },
         "evaluate": {"max_clips": 2, "prompts": ["mask", "box"]},
         "render": {"num_clips": 1},
-    }  # fmt: skip
+    }
 
 
 def merge(base: dict, extra: dict) -> dict:
@@ -59,8 +65,13 @@ def init_git(root: Path, user: str) -> None:
 
 def copy_project(root: Path, params: dict) -> None:
     """Tracked and untracked-but-not-ignored files of this checkout, with `params` merged in."""
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO,
-                            capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     for rel in listed:
         if (REPO / rel).is_file():
             (root / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -69,8 +69,16 @@ def write_coco(root: Path, videos: int, frames: int, size=(240, 320), video_ids=
                 if not mask.any():
                     continue
                 segm = compressed_rle(mask) if k != 1 else uncompressed_rle(mask)
-                anns.append({"id": len(anns) + 1, "image_id": image["id"], "category_id": 1,
-                             "segmentation": segm, "track_id": k + 1, "iscrowd": 0})  # fmt: skip
+                anns.append(
+                    {
+                        "id": len(anns) + 1,
+                        "image_id": image["id"],
+                        "category_id": 1,
+                        "segmentation": segm,
+                        "track_id": k + 1,
+                        "iscrowd": 0,
+                    }
+                )
     coco = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "x"}]}
     (root / "annotations.json").write_text(json.dumps(coco), encoding="utf-8")
     return root / "annotations.json"

@@ -27,7 +27,8 @@ def test_hand_written_notes_after_the_blocks_survive_both_runs(tmp_path):
     _write(path, ["cpu v1"], ["gpu v1"])
     path.write_text(path.read_text() + "\nnotes by hand\n\n## Later\n\nmore\n")
     text = _write(path, ["cpu v2"], ["gpu v2"])
-    assert text.endswith(f"{train.GPU_BEGIN}\ngpu v2\n{train.GPU_END}\n\nnotes by hand\n\n"
-                         "## Later\n\nmore\n")  # fmt: skip
+    assert text.endswith(
+        f"{train.GPU_BEGIN}\ngpu v2\n{train.GPU_END}\n\nnotes by hand\n\n## Later\n\nmore\n"
+    )
     assert text.count(train.BEGIN) == text.count(train.GPU_BEGIN) == 1
     assert "cpu v1" not in text and "cpu v2" in text

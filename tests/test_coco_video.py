@@ -33,10 +33,16 @@ def _write_frames(image_dir: Path, names: list[str]) -> None:
 def _dataset() -> dict:
     """One video of 4 frames, listed out of order; tracks 7/8/9 (RLE/RLE/polygon), 10 late."""
     images = [
-        {"id": 100 + t, "file_name": f"v1/{t:03d}.png", "height": H, "width": W,
-         "video_id": 1, "order_in_video": t}
+        {
+            "id": 100 + t,
+            "file_name": f"v1/{t:03d}.png",
+            "height": H,
+            "width": W,
+            "video_id": 1,
+            "order_in_video": t,
+        }
         for t in reversed(range(NUM_FRAMES))
-    ]  # fmt: skip
+    ]
     annotations = []
     for t in range(NUM_FRAMES):
         annotations.append((7, 1, compressed_rle(rect(5, 10 + 2 * t, 10, 15)), t))
@@ -46,10 +52,16 @@ def _dataset() -> dict:
         if t >= 1:  # track 10 enters on frame 1
             annotations.append((10, 2, compressed_rle(rect(30, 2, 6, 6)), t))
     anns = [
-        {"id": k + 1, "image_id": 100 + t, "category_id": cat, "segmentation": segm,
-         "track_id": track, "iscrowd": 0}
+        {
+            "id": k + 1,
+            "image_id": 100 + t,
+            "category_id": cat,
+            "segmentation": segm,
+            "track_id": track,
+            "iscrowd": 0,
+        }
         for k, (track, cat, segm, t) in enumerate(annotations)
-    ]  # fmt: skip
+    ]
     categories = [{"id": 1, "name": "thing"}, {"id": 2, "name": "other"}]
     return {"images": images, "annotations": anns, "categories": categories}
 
@@ -186,9 +198,15 @@ def test_skipped_videos_are_counted_and_windows_start_on_objects(tmp_path: Path)
         a for a in data["annotations"] if a["track_id"] == 10 and a["image_id"] >= 102
     ]  # only frames 2 and 3 have an object
     data["images"].append(
-        {"id": 500, "file_name": "v2/000.png", "height": H, "width": W, "video_id": "v2",
-         "order_in_video": 0}
-    )  # fmt: skip
+        {
+            "id": 500,
+            "file_name": "v2/000.png",
+            "height": H,
+            "width": W,
+            "video_id": "v2",
+            "order_in_video": 0,
+        }
+    )
     ann_path, image_dir = _write_dataset(tmp_path, data)
     long_video, short_video = coco_video.load_coco_videos(ann_path, image_dir)
     reader = store([long_video, short_video], tmp_path / "a", clip_length=2, stride=1)

@@ -27,9 +27,11 @@ def test_source_digest_changes_with_code_and_config_but_not_weights(tmp_path):
     assert source_digest(package, (script,)) == first
     (package / "model" / "weights.pt").write_bytes(b"\x01" * 16)
     assert source_digest(package, (script,)) == first
-    for path, text in [(package / "model" / "build.py", "SIZE = 256\n"),
-                       (package / "model" / "configs" / "tiny.yaml", "d_model: 32\n"),
-                       (script, "main(1)\n")]:  # fmt: skip
+    for path, text in [
+        (package / "model" / "build.py", "SIZE = 256\n"),
+        (package / "model" / "configs" / "tiny.yaml", "d_model: 32\n"),
+        (script, "main(1)\n"),
+    ]:
         path.write_text(text)
         assert source_digest(package, (script,)) != first
         first = source_digest(package, (script,))

@@ -74,8 +74,11 @@ def test_corrupt_compressed_strings_name_the_problem() -> None:
     good = compressed_rle(blob(0))
     cut = good | {"counts": good["counts"] + "Q"}  # ends inside a run length
     foreign = good | {"counts": "é" + good["counts"]}
-    for segm, message in [(cut, "middle of a run length"), (foreign, "'ascii' codec"),
-                          (good | {"counts": ""}, "runs sum to 0")]:  # fmt: skip
+    for segm, message in [
+        (cut, "middle of a run length"),
+        (foreign, "'ascii' codec"),
+        (good | {"counts": ""}, "runs sum to 0"),
+    ]:
         with pytest.raises(ValueError, match=re.escape(message)):
             masks.decode_segmentation(segm, H, W)
 

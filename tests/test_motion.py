@@ -23,10 +23,19 @@ from sam2_video.params import MotionParams
 H, W = 60, 80
 BACKGROUND, SQUARE = (30, 60, 200), (220, 40, 40)
 STILL = MotionParams(
-    rotation=0.0, scale=(1.0, 1.0), shear=0.0, translate=0.0, frame_rotation=0.0,
-    frame_scale=(1.0, 1.0), frame_shear=0.0, frame_translate=0.0, crop_area=(1.0, 1.0),
-    brightness=0.0, contrast=0.0, saturation=0.0,
-)  # fmt: skip
+    rotation=0.0,
+    scale=(1.0, 1.0),
+    shear=0.0,
+    translate=0.0,
+    frame_rotation=0.0,
+    frame_scale=(1.0, 1.0),
+    frame_shear=0.0,
+    frame_translate=0.0,
+    crop_area=(1.0, 1.0),
+    brightness=0.0,
+    contrast=0.0,
+    saturation=0.0,
+)
 NO_JITTER = {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0}
 
 
@@ -48,8 +57,13 @@ TRIANGLE = [[10.0, 40.0, 30.0, 40.0, 20.0, 55.0]]
 
 
 def _ann(ann_id: int, segmentation, image_id: int = 1, **extra) -> dict:
-    return {"id": ann_id, "image_id": image_id, "category_id": 1,
-            "segmentation": segmentation, **extra}  # fmt: skip
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": 1,
+        "segmentation": segmentation,
+        **extra,
+    }
 
 
 def _write(tmp_path: Path, images: dict[str, np.ndarray], annotations: list[dict]) -> Path:
@@ -58,10 +72,14 @@ def _write(tmp_path: Path, images: dict[str, np.ndarray], annotations: list[dict
     for image_id, (name, rgb) in enumerate(images.items(), start=1):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rgb).save(tmp_path / name)
-        entries.append({"id": image_id, "file_name": name, "height": rgb.shape[0],
-                        "width": rgb.shape[1]})  # fmt: skip
-    coco = {"images": entries, "annotations": annotations,
-            "categories": [{"id": 1, "name": "thing"}]}  # fmt: skip
+        entries.append(
+            {"id": image_id, "file_name": name, "height": rgb.shape[0], "width": rgb.shape[1]}
+        )
+    coco = {
+        "images": entries,
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "thing"}],
+    }
     path = tmp_path / "instances.json"
     path.write_text(json.dumps(coco), encoding="utf-8")
     return path
@@ -87,8 +105,15 @@ def _one_image(tmp_path: Path, rgb: np.ndarray, annotations: list[dict]):
 def _clips(image, params=STILL, seed=0, length=4, max_side=10_000, max_objects=5, min_area=0):
     """The image stored (beside it) and read back as the clip `seed`'s generator draws."""
     out = Path(tempfile.mkdtemp(dir=image.path.parent)) / "shards"
-    reader = store([image], out, clip_length=length, max_side=max_side,
-                   max_objects=max_objects, min_area=min_area, motion=params)  # fmt: skip
+    reader = store(
+        [image],
+        out,
+        clip_length=length,
+        max_side=max_side,
+        max_objects=max_objects,
+        min_area=min_area,
+        motion=params,
+    )
     if not reader.num_sources:
         return []
     return [sampling.still_clip(reader.source(0), reader.params, np.random.default_rng(seed))]
@@ -110,8 +135,10 @@ def _nearest_reference(mask: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     out = np.zeros((out_h, out_w), dtype=bool)
     for y in range(out_h):
         for x in range(out_w):
-            out[y, x] = mask[int(Fraction(2 * y + 1, 2 * out_h) * in_h),
-                             int(Fraction(2 * x + 1, 2 * out_w) * in_w)]  # fmt: skip
+            out[y, x] = mask[
+                int(Fraction(2 * y + 1, 2 * out_h) * in_h),
+                int(Fraction(2 * x + 1, 2 * out_w) * in_w),
+            ]
     return out
 
 
@@ -255,8 +282,11 @@ def test_image_and_mask_stay_aligned_under_random_motion(tmp_path, seed) -> None
 def _erode(mask: np.ndarray) -> np.ndarray:
     """Pixels whose 3x3 neighbourhood is all inside `mask` (away from bilinear blending)."""
     padded = np.pad(mask, 1, constant_values=False)
-    shifted = [padded[1 + dy : 1 + dy + mask.shape[0], 1 + dx : 1 + dx + mask.shape[1]]
-               for dy in (-1, 0, 1) for dx in (-1, 0, 1)]  # fmt: skip
+    shifted = [
+        padded[1 + dy : 1 + dy + mask.shape[0], 1 + dx : 1 + dx + mask.shape[1]]
+        for dy in (-1, 0, 1)
+        for dx in (-1, 0, 1)
+    ]
     return np.logical_and.reduce(shifted)
 
 

@@ -49,12 +49,14 @@ def _sam2_predictor_masks(predictor, folder, first: np.ndarray, prompt: str) -> 
             predictor.add_new_mask(state, frame_idx=0, obj_id=k + 1, mask=first[k])
         elif prompt == "box":
             box, _ = prompts.box_prompts(first_t[k : k + 1], 0.0, torch.Generator())
-            predictor.add_new_points_or_box(state, frame_idx=0, obj_id=k + 1,
-                                            box=box[0].reshape(-1).numpy())  # fmt: skip
+            predictor.add_new_points_or_box(
+                state, frame_idx=0, obj_id=k + 1, box=box[0].reshape(-1).numpy()
+            )
         else:
             xy = prompts.center_points(first_t[k : k + 1])[0].numpy()
-            predictor.add_new_points_or_box(state, frame_idx=0, obj_id=k + 1, points=xy,
-                                            labels=np.array([1], np.int32))  # fmt: skip
+            predictor.add_new_points_or_box(
+                state, frame_idx=0, obj_id=k + 1, points=xy, labels=np.array([1], np.int32)
+            )
     out = {}
     for frame_idx, _, video_res_masks in predictor.propagate_in_video(state):
         out[frame_idx] = (video_res_masks[:, 0] > 0).cpu().numpy()

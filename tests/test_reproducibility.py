@@ -26,8 +26,14 @@ from dvc_project import REPO, copy_project, init_git, project_env, reduced_param
 from sam2_video import repro_check
 
 REDUCED = reduced_params(train_steps=4)
-OUTPUTS = ("data/raw", "data/shards", "data/model", "data/eval/predictions", "metrics",
-           "plots/gifs")  # fmt: skip
+OUTPUTS = (
+    "data/raw",
+    "data/shards",
+    "data/model",
+    "data/eval/predictions",
+    "metrics",
+    "plots/gifs",
+)
 
 
 def git_repo(root: Path) -> None:
@@ -103,8 +109,9 @@ def start_queue(root: Path, workers: int, log: Path) -> None:
     there past 300 s). One OpenMP thread per worker: two workers on two cores."""
     cmd = ["dvc", "queue", "start", "-j", str(workers)]
     with log.open("w") as out:
-        code = subprocess.run(cmd, cwd=root, env=project_env(root, threads=1), stdout=out,
-                              stderr=subprocess.STDOUT).returncode  # fmt: skip
+        code = subprocess.run(
+            cmd, cwd=root, env=project_env(root, threads=1), stdout=out, stderr=subprocess.STDOUT
+        ).returncode
     assert code == 0, log.read_text()
 
 
@@ -122,8 +129,9 @@ def wait_for_queue(root: Path, timeout_s: float) -> str:
         if "Queued" not in status and "Running" not in status:
             return status
         time.sleep(2)
-    raise AssertionError(f"queue not done after {timeout_s} s:\n{status}\n"
-                         f"{running_task_logs(root, status)}")  # fmt: skip
+    raise AssertionError(
+        f"queue not done after {timeout_s} s:\n{status}\n{running_task_logs(root, status)}"
+    )
 
 
 @pytest.mark.slow
@@ -197,8 +205,15 @@ def test_changed_shard_param_fails_the_check_naming_stage_and_file(clone):
 
 @pytest.fixture
 def metrics_repo(tmp_path) -> Path:
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"evaluate": {
-        "cmd": "true", "metrics": [{"m/eval.json": {"cache": False}}]}}}))  # fmt: skip
+    (tmp_path / "dvc.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "stages": {
+                    "evaluate": {"cmd": "true", "metrics": [{"m/eval.json": {"cache": False}}]}
+                }
+            }
+        )
+    )
     (tmp_path / "m").mkdir()
     committed = {"jf": 0.5, "steps": 10, "seconds": 3.0, "split": "val", "nan": float("nan")}
     (tmp_path / "m" / "eval.json").write_text(json.dumps({"val": committed}))

@@ -17,8 +17,14 @@ from sam2_video.data.loader import StepBatches, batch_indices
 @pytest.fixture(scope="module")
 def video_reader(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("videos")
-    return store(make_videos(root / "raw", 3, 10), root / "split", clip_length=4, stride=3,
-                 max_objects=2, max_side=64)  # fmt: skip
+    return store(
+        make_videos(root / "raw", 3, 10),
+        root / "split",
+        clip_length=4,
+        stride=3,
+        max_objects=2,
+        max_side=64,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +34,11 @@ def image_reader(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _same(a, b) -> bool:
-    return (a.name, a.object_ids) == (b.name, b.object_ids) and np.array_equal(
-        a.frames, b.frames
-    ) and np.array_equal(a.masks, b.masks)  # fmt: skip
+    return (
+        (a.name, a.object_ids) == (b.name, b.object_ids)
+        and np.array_equal(a.frames, b.frames)
+        and np.array_equal(a.masks, b.masks)
+    )
 
 
 def test_training_windows_start_on_an_object_and_vary_with_the_generator(video_reader) -> None:

@@ -50,8 +50,9 @@ def _clips(video, length=3, stride=1, max_objects=5, min_area=0, max_side=10_000
     """The fixed clips of the stored video (`seed`: shard.seed, which draws their objects)."""
     out = video.frame_paths[0].parents[2] / f"shards-{length}-{stride}-{max_objects}-{min_area}"
     params = {"max_objects": max_objects, "min_area": min_area, "max_side": max_side}
-    reader = store([video], out / f"{max_side}-{seed}", clip_length=length, stride=stride,
-                   seed=seed, **params)  # fmt: skip
+    reader = store(
+        [video], out / f"{max_side}-{seed}", clip_length=length, stride=stride, seed=seed, **params
+    )
     return [reader[i] for i in range(len(reader))]
 
 
@@ -205,8 +206,15 @@ def test_parallel_shards_are_byte_identical(tmp_path) -> None:
     videos = davis_source.load_davis_videos(_write_root(tmp_path / "raw"))
     out = {}
     for workers in (1, 2):
-        store(videos, tmp_path / f"w{workers}", workers=workers, sources_per_shard=1,
-              clip_length=2, stride=2, max_objects=1)  # fmt: skip
+        store(
+            videos,
+            tmp_path / f"w{workers}",
+            workers=workers,
+            sources_per_shard=1,
+            clip_length=2,
+            stride=2,
+            max_objects=1,
+        )
         out[workers] = {
             p.name: p.read_bytes() for p in sorted((tmp_path / f"w{workers}").iterdir())
         }

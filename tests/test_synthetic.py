@@ -15,8 +15,9 @@ def test_written_coco_masks_equal_the_rendered_visible_masks(tmp_path):
         n = int(rng.integers(3, 5))
         scene = synthetic.render_scene(rng, synthetic.DOMAINS["target"], 6, n, 64)
         for f in range(6):
-            img = next(i for i in coco.dataset["images"]
-                       if i["video_id"] == v and i["order_in_video"] == f)  # fmt: skip
+            img = next(
+                i for i in coco.dataset["images"] if i["video_id"] == v and i["order_in_video"] == f
+            )
             anns = {a["track_id"]: a for a in coco.loadAnns(coco.getAnnIds(imgIds=img["id"]))}
             for o in range(n):
                 ann = anns.get(v * 100 + o + 1)
@@ -41,7 +42,10 @@ def test_target_domain_objects_look_alike_and_source_ones_do_not():
     rng = np.random.default_rng(0)
     for domain, alike in (("target", True), ("source", False)):
         scene = synthetic.render_scene(rng, synthetic.DOMAINS[domain], 1, 3, 96)
-        colours = [scene.frames[0][scene.visible[0, o]].mean(0) for o in range(3)
-                   if scene.visible[0, o].sum() > 20]  # fmt: skip
+        colours = [
+            scene.frames[0][scene.visible[0, o]].mean(0)
+            for o in range(3)
+            if scene.visible[0, o].sum() > 20
+        ]
         spread = max(np.abs(a - b).max() for a in colours for b in colours)
         assert (spread < 40) == alike, (domain, spread)

@@ -36,8 +36,13 @@ def _image(image_id: int, name: str, video, order, **extra) -> dict:
 
 
 def _ann(ann_id: int, image_id: int, track, segmentation, category: int = 1) -> dict:
-    ann = {"id": ann_id, "image_id": image_id, "category_id": category,
-           "segmentation": segmentation, "iscrowd": 0}  # fmt: skip
+    ann = {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": category,
+        "segmentation": segmentation,
+        "iscrowd": 0,
+    }
     if track is not None:
         ann["track_id"] = track
     return ann
@@ -67,15 +72,22 @@ def _clean_dataset(root: Path) -> Path:
             anns.append(_ann(len(anns) + 1, image_id, 100 * video, compressed_rle(_rect(2, t))))
             seg = POLYGON if t % 2 else uncompressed_rle(_rect(10, 10 + t, 5, 5))
             anns.append(_ann(len(anns) + 1, image_id, 100 * video + 1, seg))
-    return _write(root, {"images": images, "annotations": anns,
-                         "categories": [{"id": 1, "name": "thing"}]})  # fmt: skip
+    return _write(
+        root, {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "thing"}]}
+    )
 
 
 def _defective_dataset(root: Path) -> tuple[Path, set[tuple[str, str, str]]]:
     """A video dataset with seeded defects; the (severity, file, field) each must produce."""
-    for name, seed in (("v1/000.png", 1), ("v2/000.png", 5), ("v2/001.png", 6),
-                       ("v2/002.png", 7), ("v3/000.png", 8), ("v3/001.png", 9),
-                       ("v1/extra.png", 11)):  # fmt: skip
+    for name, seed in (
+        ("v1/000.png", 1),
+        ("v2/000.png", 5),
+        ("v2/001.png", 6),
+        ("v2/002.png", 7),
+        ("v3/000.png", 8),
+        ("v3/001.png", 9),
+        ("v1/extra.png", 11),
+    ):
         _write_png(root / name, seed)
     truncated = root / "v1/002.jpg"
     Image.fromarray(np.full((H, W, 3), 90, np.uint8)).save(truncated, quality=90)
@@ -188,8 +200,9 @@ def test_every_seeded_defect_is_reported_with_file_and_field(tmp_path) -> None:
 )
 def test_messages_say_what_is_wrong(tmp_path, field, words) -> None:
     path, _ = _defective_dataset(tmp_path)
-    (problem,) = [p for p in validate.check_coco_dataset(path, tmp_path, clip_length=3)
-                  if p.field == field]  # fmt: skip
+    (problem,) = [
+        p for p in validate.check_coco_dataset(path, tmp_path, clip_length=3) if p.field == field
+    ]
     assert words in problem.message
 
 
@@ -203,8 +216,9 @@ def test_cli_prints_linter_lines_and_exits_1(tmp_path, capsys) -> None:
     for line in lines:
         match = pattern.fullmatch(line)
         assert match, line
-        seen.add((match["sev"], Path(match["file"]).relative_to(tmp_path).as_posix(),
-                  match["field"]))  # fmt: skip
+        seen.add(
+            (match["sev"], Path(match["file"]).relative_to(tmp_path).as_posix(), match["field"])
+        )
     assert seen == expected
     assert last == f"{path}: 18 errors, 3 warnings"
 
@@ -221,8 +235,7 @@ def test_static_dataset_warns_about_images_without_objects(tmp_path) -> None:
     for name in ("a.png", "b.png"):
         _write_png(tmp_path / name, 0)
     images = [_image(1, "a.png", None, None), _image(2, "b.png", None, None)]
-    coco = {"images": images, "annotations": [_ann(1, 1, None, POLYGON)],
-            "categories": [{"id": 1}]}  # fmt: skip
+    coco = {"images": images, "annotations": [_ann(1, 1, None, POLYGON)], "categories": [{"id": 1}]}
     problems = validate.check_coco_dataset(_write(tmp_path, coco), tmp_path)
     assert _keys(problems, tmp_path) == {("warning", "annotations.json", "images[id=2]")}
 

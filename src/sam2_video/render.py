@@ -54,5 +54,12 @@ def write_gif(images: list[Image.Image], path: Path, fps: int) -> None:
     """Looping GIF, written atomically (one shared palette keeps colours stable)."""
     with atomic_path(path) as tmp:
         first, rest = images[0], images[1:]
-        first.save(tmp, format="GIF", save_all=True, append_images=rest,
-                   duration=int(1000 / fps), loop=0, optimize=False)  # fmt: skip
+        first.save(
+            tmp,
+            format="GIF",
+            save_all=True,
+            append_images=rest,
+            duration=int(1000 / fps),
+            loop=0,
+            optimize=False,
+        )

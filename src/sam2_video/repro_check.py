@@ -61,8 +61,13 @@ def check_reproduction(
         raise FileNotFoundError(f"{repo / 'dvc.yaml'}: not found; pass the project's root")
     committed_lock = _committed_yaml(repo, ref, "dvc.lock")
     if committed_lock is None:
-        return [Problem("(all)", "dvc.lock", f"not committed at {ref}: run `dvc repro`, then "
-                                         "commit dvc.lock and the metrics")]  # fmt: skip
+        return [
+            Problem(
+                "(all)",
+                "dvc.lock",
+                f"not committed at {ref}: run `dvc repro`, then commit dvc.lock and the metrics",
+            )
+        ]
     problems = workspace_problems(repo)
     current_lock = _read_yaml(repo / "dvc.lock")
     cache = _cache_dir(repo)
@@ -122,8 +127,9 @@ def data_stage_problems(
     if old is None:
         return [Problem(stage, "dvc.lock", f"stage missing from dvc.lock at {ref}")]
     if new is None:
-        return [Problem(stage, "dvc.lock", "stage missing from the workspace dvc.lock: run "
-                                           "`dvc repro`")]  # fmt: skip
+        return [
+            Problem(stage, "dvc.lock", "stage missing from the workspace dvc.lock: run `dvc repro`")
+        ]
     old_outs, new_outs = _by_path(old.get("outs", [])), _by_path(new.get("outs", []))
     cause = _cause(old, new)
     problems = []
@@ -132,8 +138,11 @@ def data_stage_problems(
         new_md5 = new_outs.get(path, {}).get("md5")
         if old_md5 != new_md5:
             detail = _changed_files(cache, path, old_md5, new_md5)
-            problems.append(Problem(stage, path, f"md5 {new_md5} now, {old_md5} in dvc.lock at "
-                                                 f"{ref}{detail}{cause}"))  # fmt: skip
+            problems.append(
+                Problem(
+                    stage, path, f"md5 {new_md5} now, {old_md5} in dvc.lock at {ref}{detail}{cause}"
+                )
+            )
     return problems
 
 
@@ -208,8 +217,13 @@ def metrics_problems(
     """Keys of metrics file `path` missing on one side, or further apart than `tolerance`."""
     committed_text = _git_show(repo, ref, path)
     if committed_text is None:
-        return [Problem(stage, path, f"not committed at {ref} (git-ignored?): commit the "
-                                     "metrics of the default run")]  # fmt: skip
+        return [
+            Problem(
+                stage,
+                path,
+                f"not committed at {ref} (git-ignored?): commit the metrics of the default run",
+            )
+        ]
     current_file = repo / path
     if not current_file.is_file():
         return [Problem(stage, path, "missing from the workspace: run `dvc repro`")]

@@ -23,8 +23,9 @@ def load_model(config_path: Path, checkpoint: Path, device: torch.device | str =
     return model.to(device).eval(), int(cfg.model.image_size)
 
 
-def score_models(models: dict, clips, p: EvaluateParams, image_size: int, device="cpu",
-                 on_prediction=None) -> dict:  # fmt: skip
+def score_models(
+    models: dict, clips, p: EvaluateParams, image_size: int, device="cpu", on_prediction=None
+) -> dict:
     """{model: {prompt: [per-clip score dicts]}}; on_prediction(model, prompt, clip, masks).
 
     Predictions are non-overlapping (one object a pixel), the form a DAVIS palette PNG
@@ -34,8 +35,7 @@ def score_models(models: dict, clips, p: EvaluateParams, image_size: int, device
     for clip in tqdm(clips, desc="evaluate", mininterval=5):
         for name, model in models.items():
             for prompt in p.prompts:
-                pred = predict_clip(model, clip, prompt, image_size, device,
-                                    p.track_later_objects)  # fmt: skip
+                pred = predict_clip(model, clip, prompt, image_size, device, p.track_later_objects)
                 scores[name][prompt].append(metrics.score_clip(clip.masks, pred))
                 if on_prediction is not None:
                     on_prediction(name, prompt, clip, pred)

@@ -149,8 +149,15 @@ def score_davis_folders(
 
 
 # the DAVIS toolkit's CSV columns (davis2017-evaluation, evaluation_method.py)
-GLOBAL_COLUMNS = {"J&F-Mean": "jf", "J-Mean": "j", "J-Recall": "j_recall", "J-Decay": "j_decay",
-                  "F-Mean": "f", "F-Recall": "f_recall", "F-Decay": "f_decay"}  # fmt: skip
+GLOBAL_COLUMNS = {
+    "J&F-Mean": "jf",
+    "J-Mean": "j",
+    "J-Recall": "j_recall",
+    "J-Decay": "j_decay",
+    "F-Mean": "f",
+    "F-Recall": "f_recall",
+    "F-Decay": "f_decay",
+}
 GLOBAL_CSV, PER_SEQUENCE_CSV = "global_results.csv", "per-sequence_results.csv"
 
 

@@ -109,8 +109,10 @@ def encode_clip(model: torch.nn.Module, frames: torch.Tensor) -> Encoded:
         out = model.image_encoder(frames)
         if not projections_are_frozen(model):
             return out
-        return {"vision_pos_enc": out["vision_pos_enc"],
-                SAM_FPN: project_fpn(model, out["backbone_fpn"])}  # fmt: skip
+        return {
+            "vision_pos_enc": out["vision_pos_enc"],
+            SAM_FPN: project_fpn(model, out["backbone_fpn"]),
+        }
 
 
 class EncoderCache:

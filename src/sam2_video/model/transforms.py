@@ -41,6 +41,7 @@ def masks_to_model_size(masks: np.ndarray | torch.Tensor, image_size: int) -> to
     """(T, O, H, W) bool -> (T, O, S, S) bool, as SAM2VideoPredictor.add_new_mask resizes."""
     m = torch.as_tensor(masks).float()
     if m.shape[-2:] != (image_size, image_size):
-        m = F.interpolate(m, size=(image_size, image_size), mode="bilinear",
-                          align_corners=False, antialias=True)  # fmt: skip
+        m = F.interpolate(
+            m, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True
+        )
     return m >= 0.5

@@ -36,11 +36,13 @@ class Domain:
 
 
 DOMAINS = {
-    "source": Domain(alike=False, speed=(0.0, 0.02), jitter=0.03, occluder_prob=0.0,
-                     leave_frame=False),
-    "target": Domain(alike=True, speed=(0.015, 0.035), jitter=0.0, occluder_prob=0.3,
-                     leave_frame=True),
-}  # fmt: skip
+    "source": Domain(
+        alike=False, speed=(0.0, 0.02), jitter=0.03, occluder_prob=0.0, leave_frame=False
+    ),
+    "target": Domain(
+        alike=True, speed=(0.015, 0.035), jitter=0.0, occluder_prob=0.3, leave_frame=True
+    ),
+}
 
 SHAPES = ("ellipse", "rectangle", "triangle", "diamond")
 
@@ -241,18 +243,32 @@ def _write_video(root: Path, v: int, scene: Scene, images: list, annotations: li
         name = f"frames/video{v:04d}/{f:05d}.jpg"
         Image.fromarray(scene.frames[f]).save(root / name, quality=92)
         h, w = scene.frames.shape[1:3]
-        images.append({"id": image_id, "file_name": name, "height": h, "width": w,
-                       "video_id": v, "order_in_video": f})  # fmt: skip
+        images.append(
+            {
+                "id": image_id,
+                "file_name": name,
+                "height": h,
+                "width": w,
+                "video_id": v,
+                "order_in_video": f,
+            }
+        )
         for obj in range(o):
             area = int(scene.visible[f, obj].sum())
             if area == 0:
                 continue
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": image_id, "category_id": 1,
-                "track_id": v * 100 + obj + 1, "iscrowd": 0, "area": area,
-                "bbox": _bbox(scene.visible[f, obj]),
-                "segmentation": _segmentation(scene, f, obj, obj),
-            })  # fmt: skip
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "track_id": v * 100 + obj + 1,
+                    "iscrowd": 0,
+                    "area": area,
+                    "bbox": _bbox(scene.visible[f, obj]),
+                    "segmentation": _segmentation(scene, f, obj, obj),
+                }
+            )
 
 
 def _bbox(mask: np.ndarray) -> list[int]:
