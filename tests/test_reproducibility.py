@@ -188,6 +188,7 @@ def test_changed_shard_param_fails_the_check_naming_stage_and_file(clone):
     """Runs after the clean-clone test: it changes the clone's params."""
     params = yaml.safe_load((clone / "params.yaml").read_text())
     params["shard"]["max_side"] = 64  # frames re-encoded at 64 px: other shard bytes
+    params["train"]["image_size"] = 64  # (training above the stored size is refused)
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["dvc", "repro"], clone)
     out = run_repro_check(clone, tolerance=1.0)  # metrics aside: the data must differ by hash
@@ -195,7 +196,7 @@ def test_changed_shard_param_fails_the_check_naming_stage_and_file(clone):
     shard_lines = [line for line in out.stdout.splitlines() if line.startswith("stage 'shard'")]
     assert len(shard_lines) == 1, out.stdout
     assert shard_lines[0].startswith("stage 'shard': data/shards: md5 ")
-    assert "param params.yaml:shard.max_side 128 -> 64" in shard_lines[0]
+    assert "param params.yaml:shard.max_side 'auto' -> 64" in shard_lines[0]
     assert "data/shards/train/shard-00000.tar" in shard_lines[0]
     assert not any(line.startswith("stage 'fetch'") for line in out.stdout.splitlines())
 
