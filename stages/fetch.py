@@ -19,16 +19,17 @@ from sam2_video.data.sources import synthetic
 from sam2_video.errors import run_stage
 from sam2_video.files import atomic_path, write_json_atomic
 from sam2_video.model import build
-from sam2_video.params import FetchParams, Params, load_params
+from sam2_video.params import MODELS, SAM21_MODELS, FetchParams, Params, load_params
 
 RAW, DOWNLOADS = Path("data/raw"), Path("data/downloads")
-SAM21_REGISTRY = {f"sam2.1_hiera_{n}": n for n in ("tiny", "small", "base_plus", "large")}
+# download.SAM2_CHECKPOINTS names them by size: the part after "sam2.1_hiera_"
+SAM21_REGISTRY = {name: name.removeprefix("sam2.1_hiera_") for name in SAM21_MODELS}
 
 
 def check_checkpoint(p: Params) -> None:
     """Before any work: a checkpoint file must exist and be of train.model's architecture."""
     name = p.fetch.checkpoint
-    if name == "tiny" or name in SAM21_REGISTRY:
+    if name in MODELS:
         return  # named weights: params checked that they match train.model
     if not Path(name).is_file():
         raise FileNotFoundError(

@@ -1,10 +1,9 @@
 """The train loop, top to bottom: fine-tune SAM2's memory modules on clips of stored sources.
 
-Reads like nanoGPT's train.py: the parsed params (top-level lr and seed, the train section)
-as they come from params.py, then model, optimizer,
-resume, and the loop (forward over clips -> loss -> backward -> clip -> step) with
-validation, checkpoints and curves at intervals. Runs on CPU or GPU, in one process or
-under torchrun (DDP: gloo on CPU, nccl on GPU).
+Reads like nanoGPT's train.py: the parsed params as params.py gives them (top-level lr and
+seed, the train section), then model, optimizer, resume, and the loop (forward over clips ->
+loss -> backward -> clip -> step) with validation, checkpoints and curves at intervals.
+Runs on CPU or GPU, in one process or under torchrun (DDP: gloo on CPU, nccl on GPU).
 
 Resuming is exact: a step's batch and prompts are functions of (seed, step, rank), the
 checkpoint holds weights, optimizer, best-so-far and the logged curves, so a killed run
@@ -206,7 +205,7 @@ def fit(
     rank = dist.get_rank() if dist.is_initialized() else 0
     world = dist.get_world_size() if dist.is_initialized() else 1
     model.to(device).train()
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [w for w in model.parameters() if w.requires_grad]  # (p: the parsed params)
     # fused: one kernel for all parameters instead of a chain of foreach ops (a few % of a
     # tiny model's step); available on CPU and CUDA
     opt = torch.optim.AdamW(

@@ -273,14 +273,9 @@ CHOICES = {
 
 def load_params(path: Path | str = PARAMS_FILE) -> Params:
     """Parse and validate the whole file (every stage checks all of it before working)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: params file not found")
-    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping of parameters")
+    written = load_raw_params(path)
     try:
-        params = resolve(_build(Params, raw, ""))
+        params = resolve(written)
         _check_cross_fields(params)
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
@@ -288,9 +283,18 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
 
 
 def load_raw_params(path: Path | str = PARAMS_FILE) -> Params:
-    """The file as written, `auto` values left in (to show which values `auto` chose)."""
+    """The file as written, each field checked, `auto` values left in (to show which values
+    `auto` chose); `load_params` resolves and cross-checks them."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: params file not found")
     raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    return _build(Params, raw if isinstance(raw, dict) else {}, "")
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of parameters")
+    try:
+        return _build(Params, raw, "")
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
 
 
 def recipe(model: str) -> dict[str, Any]:

@@ -65,38 +65,36 @@ def _invert_affine(matrix: np.ndarray) -> np.ndarray:
     return np.concatenate([inverse_linear, -inverse_linear @ matrix[:2, 2:3]], axis=1)
 
 
+def _pil_warp(pixels: np.ndarray, matrix: np.ndarray, resample, fill=None) -> np.ndarray:
+    """(H, W[, C]) uint8 through PIL's affine transform by the forward affine `matrix`."""
+    height, width = pixels.shape[:2]
+    data = tuple(float(v) for v in _invert_affine(matrix).reshape(-1))  # output -> input
+    image = Image.fromarray(pixels).transform(
+        (width, height), Image.Transform.AFFINE, data, resample, fillcolor=fill
+    )
+    return np.asarray(image)
+
+
 def warp_masks(masks: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """(O, H, W) bool warped by the forward affine `matrix` with PIL NEAREST (the sampler of
     `warp_image`, so masks stay on their objects); outside the source is False. Eight
     objects at a time travel as the bits of one byte: one warp serves all of them."""
     count, height, width = masks.shape
-    data = tuple(float(v) for v in _invert_affine(matrix).reshape(-1))  # output -> input
     warped = np.empty_like(masks)
     for first in range(0, count, 8):
         group = masks[first : first + 8]
         bits = np.zeros((height, width), dtype=np.uint8)
         for k, mask in enumerate(group):
             bits |= mask.view(np.uint8) << k
-        image = Image.fromarray(bits).transform(
-            (width, height), Image.Transform.AFFINE, data, Image.Resampling.NEAREST
-        )
+        moved = _pil_warp(bits, matrix, Image.Resampling.NEAREST)  # (H, W), fill 0: no object
         flags = (1 << np.arange(len(group), dtype=np.uint8))[:, None, None]  # (G, 1, 1)
-        warped[first : first + len(group)] = (np.asarray(image)[None] & flags) != 0
+        warped[first : first + len(group)] = (moved[None] & flags) != 0
     return warped
 
 
 def warp_image(rgb: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 warped by the forward affine `matrix` (PIL bilinear, mean-colour fill)."""
-    height, width = rgb.shape[:2]
-    data = tuple(float(v) for v in _invert_affine(matrix).reshape(-1))  # output -> input
-    warped = Image.fromarray(rgb).transform(
-        (width, height),
-        Image.Transform.AFFINE,
-        data,
-        Image.Resampling.BILINEAR,
-        fillcolor=FILL_RGB,
-    )
-    return np.asarray(warped)
+    return _pil_warp(rgb, matrix, Image.Resampling.BILINEAR, FILL_RGB)
 
 
 # ---------------------------------------------------------------------------- random draws

@@ -16,15 +16,18 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sam2_video.files import atomic_path
+from sam2_video.params import MODELS, SAM21_MODELS
 
-# Names accepted by `train.model`: the project's tiny model and SAM2.1's four sizes.
-SAM21_CONFIGS = {
-    "sam2.1_hiera_tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
-    "sam2.1_hiera_small": "configs/sam2.1/sam2.1_hiera_s.yaml",
-    "sam2.1_hiera_base_plus": "configs/sam2.1/sam2.1_hiera_b+.yaml",
-    "sam2.1_hiera_large": "configs/sam2.1/sam2.1_hiera_l.yaml",
-}
-MODEL_NAMES = ("tiny", *SAM21_CONFIGS)
+# Names accepted by `train.model` (params.MODELS): the project's tiny model and SAM2.1's
+# four sizes, each with the sam2 package's config file
+SAM21_CONFIGS = dict(
+    zip(
+        SAM21_MODELS,
+        (f"configs/sam2.1/sam2.1_hiera_{size}.yaml" for size in ("t", "s", "b+", "l")),
+        strict=True,
+    )
+)
+MODEL_NAMES = MODELS
 TINY_BASE_WEIGHTS = "tiny_base.pt"
 VIDEO_PREDICTOR_TARGET = "sam2.sam2_video_predictor.SAM2VideoPredictor"
 

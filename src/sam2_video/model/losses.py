@@ -135,9 +135,8 @@ def _sum_losses(records: list[_StepRecord], w: TrainParams) -> dict[str, torch.T
         present = (area[..., 0] > 0).float()  # (K, N): absent objects only score objectness
         dice = _dice(soft_inter, soft_area, area)
         iou = _iou(inter, pred_area, area)
-        best = torch.argmin(
-            mask * w.loss_mask + dice * w.loss_dice, dim=-1, keepdim=True
-        )  # best mask
+        # the best of the multimask outputs, by its weighted mask + dice loss
+        best = torch.argmin(mask * w.loss_mask + dice * w.loss_dice, dim=-1, keepdim=True)
         pred_ious = torch.stack([r.pred_ious for r in group])
         scores = torch.stack([r.object_score_logits[:, 0] for r in group]).float()
         terms = {

@@ -239,8 +239,7 @@ def track(
         if predictor_memory and out["maskmem_features"] is not None:
             # SAM2VideoPredictor stores memory features in bfloat16, on any device
             out["maskmem_features"] = out["maskmem_features"].to(torch.bfloat16)
-        memory["cond_frame_outputs" if is_cond else "non_cond_frame_outputs"][video[0] + frame] = (
-            out
-        )
+        bank = "cond_frame_outputs" if is_cond else "non_cond_frame_outputs"
+        memory[bank][video[0] + frame] = out
         outputs[frame] = FrameOutput(steps=steps, logits=sam_out[4], low_res_logits=sam_out[3])
     return [outputs[f] for f in range(t)]
