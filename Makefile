@@ -33,9 +33,10 @@ bench: setup
 	$(PY) -m bench.data
 	$(PY) -m bench.train
 
-# Regenerates the shipped tiny base weights (pretraining on the synthetic source domain).
+# Regenerates the shipped tiny base weights: the pretrain pipeline (pretrain/dvc.yaml, its
+# recipe in pretrain/params.yaml; pretraining from scratch on the synthetic source domain).
 tiny-base: setup
-	$(PY) -m sam2_video.model.pretrain_tiny
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" dvc repro pretrain/dvc.yaml
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,17 +1,101 @@
-"""pretrain_tiny: a run that ends on the plateau refuses to overwrite the shipped weights."""
+"""pretrain_tiny and the pretrain pipeline (pretrain/dvc.yaml, stages/pretrain.py)."""
 
 from __future__ import annotations
 
-import pytest
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
-from sam2_video.model import pretrain_tiny
+import pytest
+import torch
+import yaml
+
+from sam2_video.model import build, pretrain_tiny
+from sam2_video.params import PretrainParams, load_pretrain_params
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK = PretrainParams(steps=2, stop_at=2, clips=1, frames=2, val_every=2, val_scenes=1)
+
+
+def test_params_file_holds_the_defaults_and_dvc_yaml_lists_each_key():
+    assert load_pretrain_params(REPO / "pretrain/params.yaml") == PretrainParams()
+    stage = yaml.safe_load((REPO / "pretrain/dvc.yaml").read_text())["stages"]["pretrain"]
+    assert stage["params"] == ["pretrain"]
+
+
+def test_bad_pretrain_params_name_the_file_and_key(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("pretrain:\n  seed: 0\n  prob_mask: 0.5\n")
+    with pytest.raises(ValueError, match=r"params.yaml: pretrain.prob_mask \+ prob_points"):
+        load_pretrain_params(path)
+    path.write_text("pretrain:\n  sed: 0\n")
+    with pytest.raises(ValueError, match="params.yaml: unknown key.*pretrain.sed"):
+        load_pretrain_params(path)
+
+
+def test_memory_attention_init_reads_memory_at_the_same_position():
+    """Queries and keys that carry no content: each position's output is the value stored
+    at its own position (through RoPE), not a blend of all of them."""
+    torch.manual_seed(0)
+    model = build.build_model(build.load_model_config("tiny"))
+    attention = model.memory_attention.layers[0].cross_attn_image
+    side = 8  # 128 px / 16
+    q = torch.zeros(1, side * side, attention.embedding_dim)
+    k = torch.zeros(1, side * side, attention.kv_in_dim)
+    v = torch.randn(1, side * side, attention.kv_in_dim)
+    own = attention.out_proj(attention.v_proj(v))[0]  # (HW, C) each position's own value
+
+    def nearest_is_own() -> float:
+        with torch.no_grad():
+            out = attention.eval()(q, k, v)[0]
+        return float((torch.cdist(out, own).argmin(1) == torch.arange(side * side)).float().mean())
+
+    before = nearest_is_own()
+    pretrain_tiny.init_memory_attention(model, 3.0)
+    assert before < 0.2 and nearest_is_own() > 0.9
+
+
+def test_pretraining_repeats_exactly_and_keeps_the_global_generator():
+    state = torch.random.get_rng_state()
+    first, history = pretrain_tiny.pretrain(QUICK, report=lambda r: None)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    second, _ = pretrain_tiny.pretrain(QUICK, report=lambda r: None)
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert [r["step"] for r in history] == [2]
+    assert set(history[0]) >= {"source_jf_mask", "source_jf_points", "source_jf_box"}
+
+
+def _run_stage(root: Path, **params) -> subprocess.CompletedProcess:
+    """stages/pretrain.py as pretrain/dvc.yaml runs it, in a copy laid out like the repo."""
+    shutil.copytree(REPO / "stages", root / "stages")
+    (root / "pretrain").mkdir()
+    fields = dataclasses.asdict(dataclasses.replace(QUICK, **params))
+    (root / "pretrain/params.yaml").write_text(yaml.safe_dump({"pretrain": fields}))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    cmd = [sys.executable, "../stages/pretrain.py"]
+    return subprocess.run(cmd, cwd=root / "pretrain", env=env, capture_output=True, text=True)
 
 
 @pytest.mark.slow
-def test_run_left_on_the_plateau_writes_no_weights(tmp_path):
-    out = tmp_path / "tiny_base.pt"
-    args = ["--steps", "2", "--stop-at", "2", "--val-every", "2", "--val-scenes", "1"]
-    args += ["--out", str(out)]
-    with pytest.raises(SystemExit, match="plateau") as err:
-        pretrain_tiny.main(args)
-    assert str(out) in str(err.value) and not out.exists()
+def test_stage_below_min_source_jf_writes_nothing_and_says_why(tmp_path):
+    done = _run_stage(tmp_path, min_source_jf=1.0)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "below min_source_jf 1.0" in done.stderr
+    assert not (tmp_path / "src").exists() and not (tmp_path / "pretrain/metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_stage_writes_loadable_half_weights_and_metrics(tmp_path):
+    done = _run_stage(tmp_path, min_source_jf=0.0)
+    assert done.returncode == 0, done.stderr
+    weights = tmp_path / "src/sam2_video/model/weights/tiny_base.pt"
+    state = torch.load(weights)["model"]
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    build.load_checkpoint(build.build_model(build.load_model_config("tiny")), weights)
+    metrics = json.loads((tmp_path / "pretrain/metrics.json").read_text())
+    assert metrics["final"]["step"] == 2 and metrics["history"] == [metrics["final"]]

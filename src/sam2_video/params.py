@@ -262,6 +262,42 @@ class Params:
     render: RenderParams = field(default_factory=RenderParams, metadata={"help": ""})
 
 
+@dataclass(frozen=True)
+class PretrainParams:
+    """pretrain/params.yaml's `pretrain` section: how the shipped tiny base is trained from
+    scratch (its own pipeline, pretrain/dvc.yaml) on rendered source-domain video."""
+
+    seed: int = _f(0, "seed of the initial weights, the rendered scenes and the prompts")
+    threads: int = _f(
+        1, "torch CPU threads: float rounding, hence the weights' hash, depends on it", ">0"
+    )
+    lr: float = _f(1e-3, "peak learning rate (one-cycle schedule over `steps`)", ">0")
+    steps: int = _f(2000, "length of the learning-rate schedule", ">0")
+    stop_at: int = _f(800, "step the run stops at (the schedule is cut short there)", ">0")
+    frames: int = _f(4, "frames per training clip (the first is prompted)", ">0")
+    clips: int = _f(4, "clips per step", ">0")
+    max_objects: int = _f(3, "most objects prompted per clip", ">0")
+    prob_mask: float = _f(1.0, "probability of a mask prompt on conditioning frames", "0..1")
+    prob_points: float = _f(0.0, "probability of a point prompt", "0..1")
+    prob_box: float = _f(0.0, "probability of a box prompt", "0..1")
+    num_correction_clicks: int = _f(1, "correction clicks after a point or box prompt", ">=0")
+    max_cond_frames: int = _f(1, "at most this many prompted frames per clip (1 or 2)", ">0")
+    memory_attention_init: float = _f(
+        6.0,
+        "bias given to memory cross-attention's query and key projections at init, so that "
+        "(through RoPE) each position first attends to the same position in memory frames "
+        "(0: PyTorch's default init)",
+        ">=0",
+    )
+    val_every: int = _f(100, "steps between source-domain J&F reports", ">0")
+    val_scenes: int = _f(8, "rendered source-domain videos scored", ">0")
+    min_source_jf: float = _f(
+        0.5,
+        "least source-domain J&F (mask prompt) at the end; below it no weights are written",
+        "0..1",
+    )
+
+
 CHOICES = {
     "model": MODELS,
     "fetch.source": ("synthetic", "coco_video", "coco_images", "davis", "coco2017"),
@@ -295,6 +331,23 @@ def load_raw_params(path: Path | str = PARAMS_FILE) -> Params:
         return _build(Params, raw, "")
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
+
+
+def load_pretrain_params(path: Path | str) -> PretrainParams:
+    """pretrain/params.yaml, each key checked (the pretrain pipeline's own params file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: params file not found")
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    try:
+        if not isinstance(raw, dict) or set(raw) != {"pretrain"}:
+            raise ValueError("expected one section, pretrain:, holding the recipe")
+        p = _build(PretrainParams, raw["pretrain"], "pretrain.")
+        if abs(p.prob_mask + p.prob_points + p.prob_box - 1) > 1e-6:
+            raise ValueError("pretrain.prob_mask + prob_points + prob_box must be 1")
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    return p
 
 
 def recipe(model: str) -> dict[str, Any]:
