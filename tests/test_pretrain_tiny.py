@@ -25,6 +25,8 @@ def test_params_file_holds_the_defaults_and_dvc_yaml_lists_each_key():
     assert load_pretrain_params(REPO / "pretrain/params.yaml") == PretrainParams()
     stage = yaml.safe_load((REPO / "pretrain/dvc.yaml").read_text())["stages"]["pretrain"]
     assert stage["params"] == ["pretrain"]
+    # the default pipeline must never retrain the base as a side effect (dvc repro -f)
+    assert stage["frozen"] is True
 
 
 def test_bad_pretrain_params_name_the_file_and_key(tmp_path):
