@@ -318,13 +318,18 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
     return params
 
 
+def _read_yaml(path: Path) -> Any:
+    """A params file's content as plain Python (OmegaConf's loader: `1e-05` is a float)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: params file not found")
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+
+
 def load_raw_params(path: Path | str = PARAMS_FILE) -> Params:
     """The file as written, each field checked, `auto` values left in (to show which values
     `auto` chose); `load_params` resolves and cross-checks them."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: params file not found")
-    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    raw = _read_yaml(path)
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping of parameters")
     try:
@@ -336,9 +341,7 @@ def load_raw_params(path: Path | str = PARAMS_FILE) -> Params:
 def load_pretrain_params(path: Path | str) -> PretrainParams:
     """pretrain/params.yaml, each key checked (the pretrain pipeline's own params file)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: params file not found")
-    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    raw = _read_yaml(path)
     try:
         if not isinstance(raw, dict) or set(raw) != {"pretrain"}:
             raise ValueError("expected one section, pretrain:, holding the recipe")

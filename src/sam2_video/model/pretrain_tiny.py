@@ -23,7 +23,6 @@ from sam2_video.model import build, losses, rollout, transforms
 from sam2_video.params import PretrainParams, defaults
 
 IMAGE_SIZE = 128
-PROMPTS = ("mask", "points", "box")
 
 # From scratch, focal loss (whose mean is dominated by background pixels) parks the model
 # in "predict background" for thousands of steps; BCE with a heavier dice term gets
@@ -67,7 +66,7 @@ def val_scenes(seed: int, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
 def source_jf(model, scenes) -> dict[str, float]:
     """J&F (means over objects) on `scenes` per first-frame prompt type, as evaluate scores."""
     out = {}
-    for prompt in PROMPTS:
+    for prompt in rollout.PROMPT_KINDS:
         scores = [
             metrics.score_clip(
                 gt, predict_masks(model, frames, object_prompts(gt), prompt, IMAGE_SIZE)
@@ -129,8 +128,8 @@ def _train(model, p: PretrainParams, report: Callable[[dict], None]) -> list[dic
         opt, max_lr=p.lr, total_steps=max(p.steps, 2), pct_start=0.05
     )
     scenes, cfg, history = val_scenes(p.seed, p.val_scenes), prompt_recipe(p), []
-    start, running = time.time(), 0.0
-    for step in range(1, min(p.steps, p.stop_at) + 1):
+    start, running, last = time.time(), 0.0, min(p.steps, p.stop_at)
+    for step in range(1, last + 1):
         images, gt, owners = scene_batch(rng, p.clips, p.frames, p.max_objects)
         plan = rollout.sample_plan(images.shape[1], cfg, gen)
         outputs = rollout.track(model, images, gt, owners, plan, cfg, gen)
@@ -141,7 +140,7 @@ def _train(model, p: PretrainParams, report: Callable[[dict], None]) -> list[dic
         opt.step()
         sched.step()
         running += float(loss.detach())
-        if step % p.val_every == 0 or step == min(p.steps, p.stop_at):
+        if step % p.val_every == 0 or step == last:
             record = {"step": step, "loss": round(running / p.val_every, 3)}
             record.update({f"source_jf_{k}": v for k, v in source_jf(model, scenes).items()})
             report({**record, "seconds": round(time.time() - start)})
