@@ -45,6 +45,7 @@ def test_dvc_style_float_is_read_as_float(tmp_path):
         ("shard:\n  motion:\n    brightness: -0.1\n", "shard.motion.brightness"),
         ("shard:\n  motion:\n    rotation: 200\n", "shard.motion.rotation"),
         ("shard:\n  jpeg_quality: 101\n", "shard.jpeg_quality"),
+        ("train:\n  clip_length: 17\n", "train.clip_length 17 is above shard.clip_length 16"),
     ],
 )
 def test_bad_values_fail_naming_the_key(tmp_path, text, fragment):
@@ -99,8 +100,15 @@ def test_repo_params_resolve_to_the_tiny_demo_values():
         1.0,
         10.0,
     )
-    assert (t.prob_mask, t.prob_points, t.prob_box, t.num_correction_clicks) == (1, 0, 0, 0)
+    assert (t.prob_mask, t.prob_points, t.prob_box, t.num_correction_clicks) == (0.5, 0.25, 0.25, 0)
     assert t.max_cond_frames == 1
+    assert t.clip_length == 8  # SAM2's sampler; validation clips keep shard.clip_length
+
+
+def test_auto_training_clips_are_never_longer_than_the_stored_ones(tmp_path):
+    assert P.load_params(write(tmp_path, "shard:\n  clip_length: 4\n")).train.clip_length == 4
+    text = "shard:\n  clip_length: 4\ntrain:\n  clip_length: 3\n"
+    assert P.load_params(write(tmp_path, text)).train.clip_length == 3
 
 
 def test_sam21_model_switches_checkpoint_config_size_and_recipe(tmp_path):

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -18,7 +19,9 @@ from sam2_video.model import build, pretrain_tiny
 from sam2_video.params import PretrainParams, load_pretrain_params
 
 REPO = Path(__file__).resolve().parents[1]
-QUICK = PretrainParams(steps=2, stop_at=2, clips=1, frames=2, val_every=2, val_scenes=1)
+QUICK = PretrainParams(
+    steps=2, stop_at=2, clips=1, frames=2, image_steps=2, image_objects=3, val_every=2, val_scenes=1
+)
 
 
 def test_params_file_holds_the_defaults_and_dvc_yaml_lists_each_key():
@@ -31,7 +34,7 @@ def test_params_file_holds_the_defaults_and_dvc_yaml_lists_each_key():
 
 def test_bad_pretrain_params_name_the_file_and_key(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text("pretrain:\n  seed: 0\n  prob_mask: 0.5\n")
+    path.write_text("pretrain:\n  seed: 0\n  prob_mask: 0.9\n")
     with pytest.raises(ValueError, match=r"params.yaml: pretrain.prob_mask \+ prob_points"):
         load_pretrain_params(path)
     path.write_text("pretrain:\n  sed: 0\n")
@@ -61,6 +64,37 @@ def test_memory_attention_init_reads_memory_at_the_same_position():
     assert before < 0.2 and nearest_is_own() > 0.9
 
 
+def _attended_cells(model) -> float:
+    """Fraction of 20 point prompts whose decoder cross-attention (layer 0, token to image,
+    mean over heads, position encodings only) peaks on the 16 px cell holding the point."""
+    encoder = model.sam_prompt_encoder
+    keys = encoder.get_dense_pe().flatten(2).transpose(1, 2)  # (1, 64, C) the 8 x 8 grid
+    cells = torch.randint(0, 8, (20, 2), generator=torch.Generator().manual_seed(0))  # (x, y)
+    points = encoder.pe_layer.forward_with_coords(cells[None].float() * 16 + 8, (128, 128))
+    attention = model.sam_mask_decoder.transformer.layers[0].cross_attn_token_to_image
+    q = attention._separate_heads(attention.q_proj(points), attention.num_heads)
+    k = attention._separate_heads(attention.k_proj(keys), attention.num_heads)
+    weights = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, -1).mean(1)[0]
+    return float((weights.argmax(-1) == cells[:, 1] * 8 + cells[:, 0]).float().mean())
+
+
+def test_decoder_attention_init_points_a_prompt_at_its_own_place():
+    torch.manual_seed(0)
+    model = build.build_model(build.load_model_config("tiny"))
+    with torch.no_grad():
+        before = _attended_cells(model)
+        pretrain_tiny.init_decoder_attention(model, 2.0)
+        assert before < 0.2 and _attended_cells(model) == 1.0
+
+
+def test_image_batches_supervise_every_object_shown():
+    images, gt, owners = pretrain_tiny.image_batch(np.random.default_rng(0), 3, 6)
+    assert images.shape == (3, 1, 3, 128, 128) and gt.shape[:2] == (1, len(owners))
+    assert gt.flatten(2).sum(-1).min() > 30  # no object too small to learn
+    assert torch.equal(owners, owners.sort().values) and set(owners.tolist()) == {0, 1, 2}
+    assert len(owners) > 9  # several objects an image: candidates cannot cover them all
+
+
 def test_pretraining_repeats_exactly_and_keeps_the_global_generator():
     state = torch.random.get_rng_state()
     first, history = pretrain_tiny.pretrain(QUICK, report=lambda r: None)
@@ -68,8 +102,9 @@ def test_pretraining_repeats_exactly_and_keeps_the_global_generator():
     second, _ = pretrain_tiny.pretrain(QUICK, report=lambda r: None)
     for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
-    assert [r["step"] for r in history] == [2]
-    assert set(history[0]) >= {"source_jf_mask", "source_jf_points", "source_jf_box"}
+    assert [(r.get("stage"), r["step"]) for r in history] == [("image", 2), (None, 2)]
+    assert set(history[0]) >= {"image_jf_points", "image_jf_box"}
+    assert set(history[1]) >= {"source_jf_mask", "source_jf_points", "source_jf_box"}
 
 
 def _run_stage(root: Path, **params) -> subprocess.CompletedProcess:
@@ -100,4 +135,4 @@ def test_stage_writes_loadable_half_weights_and_metrics(tmp_path):
     assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
     build.load_checkpoint(build.build_model(build.load_model_config("tiny")), weights)
     metrics = json.loads((tmp_path / "pretrain/metrics.json").read_text())
-    assert metrics["final"]["step"] == 2 and metrics["history"] == [metrics["final"]]
+    assert metrics["final"]["step"] == 2 and metrics["history"][-1] == metrics["final"]

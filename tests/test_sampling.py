@@ -12,6 +12,7 @@ from stored import make_images, make_videos, shard_params, store
 from sam2_video.data import sampling
 from sam2_video.data.clips import choose_at_most
 from sam2_video.data.loader import StepBatches, batch_indices
+from sam2_video.data.shards import ShardReader
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,17 @@ def test_training_windows_start_on_an_object_and_vary_with_the_generator(video_r
         assert clip.masks[0].any(axis=(1, 2)).all()  # the first frame shows every object
         assert clip.frame_keys == tuple(f"1/{t:05d}" for t in range(start, start + 4))
     assert len(starts) > 3  # random starts, not the fixed windows
+
+
+def test_training_clips_can_be_shorter_than_the_fixed_ones(video_reader) -> None:
+    short = ShardReader(video_reader.split_dir, training_length=2)
+    clip = short.training_clip(1, np.random.default_rng(0))
+    start = int(clip.name.split("__")[1])
+    assert clip.num_frames == 2 and clip.frame_keys == (f"1/{start:05d}", f"1/{start + 1:05d}")
+    assert start <= 8  # a 2-frame window may start later than a 4-frame one
+    assert _same(short[0], video_reader[0]) and short[0].num_frames == 4  # fixed clips unchanged
+    with pytest.raises(ValueError, match="set train.clip_length <= 4"):
+        ShardReader(video_reader.split_dir, training_length=5)
 
 
 def test_pseudo_video_is_new_at_every_visit_and_uncached(image_reader) -> None:

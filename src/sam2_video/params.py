@@ -33,12 +33,13 @@ RECIPES = {
         "shard.max_side": 128,
         "shard.clip_length": 16,
         "train.image_size": 128,
+        "train.clip_length": 8,
         "train.use_focal": False,
         "train.loss_dice": 5.0,
         "train.loss_object_score": 10.0,
-        "train.prob_mask": 1.0,
-        "train.prob_points": 0.0,
-        "train.prob_box": 0.0,
+        "train.prob_mask": 0.5,
+        "train.prob_points": 0.25,
+        "train.prob_box": 0.25,
         "train.num_correction_clicks": 0,
         "train.max_cond_frames": 1,
     },
@@ -46,6 +47,7 @@ RECIPES = {
         "shard.max_side": 1024,
         "shard.clip_length": 8,
         "train.image_size": 1024,
+        "train.clip_length": 8,
         "train.use_focal": True,
         "train.loss_dice": 1.0,
         "train.loss_object_score": 1.0,
@@ -153,7 +155,13 @@ class TrainParams:
         AUTO, "model config: auto (the top-level model's), tiny, sam2.1_hiera_*, or a YAML path"
     )
     image_size: int | str = _f(AUTO, "square model input size (multiple of 16)", ">0")
-    steps: int = _f(300, "optimizer steps; 0 = evaluate the base model only", ">=0")
+    clip_length: int | str = _f(
+        AUTO,
+        "frames per training clip (auto: SAM2's sampler's 8, or shard.clip_length if shorter); "
+        "validation and evaluation clips have shard.clip_length frames",
+        ">0",
+    )
+    steps: int = _f(100, "optimizer steps; 0 = evaluate the base model only", ">=0")
     batch_size: int = _f(4, "clips per step (per process)", ">0")
     grad_accum: int = _f(1, "micro-batches accumulated per optimizer step", ">0")
     trainable_modules: tuple[str, ...] = _f(
@@ -172,7 +180,7 @@ class TrainParams:
         {}, "per-module learning-rate factors, e.g. {memory_encoder: 0.5} (others: 1)"
     )
     weight_decay: float = _f(0.01, "AdamW weight decay", ">=0")
-    warmup_steps: int = _f(30, "linear warm-up steps before the cosine decay", ">=0")
+    warmup_steps: int = _f(10, "linear warm-up steps before the cosine decay", ">=0")
     min_lr_ratio: float = _f(0.1, "final learning rate as a fraction of lr", "0..1")
     grad_clip: float = _f(1.0, "max gradient norm (0 disables clipping)", ">=0")
     prob_mask: float | str = _f(AUTO, "probability of a mask prompt on conditioning frames", "0..1")
@@ -254,7 +262,7 @@ class Params:
         "every `auto` value (checkpoint, model config, image and stored frame size, recipe)",
     )
     seed: int = _f(0, "seed of training and evaluation randomness")
-    lr: float = _f(2e-4, "peak learning rate of the trainable modules", ">0")
+    lr: float = _f(5e-4, "peak learning rate of the trainable modules", ">0")
     fetch: FetchParams = field(default_factory=FetchParams, metadata={"help": ""})
     shard: ShardParams = field(default_factory=ShardParams, metadata={"help": ""})
     train: TrainParams = field(default_factory=TrainParams, metadata={"help": ""})
@@ -271,15 +279,17 @@ class PretrainParams:
     threads: int = _f(
         1, "torch CPU threads: float rounding, hence the weights' hash, depends on it", ">0"
     )
-    lr: float = _f(1e-3, "peak learning rate (one-cycle schedule over `steps`)", ">0")
-    steps: int = _f(2000, "length of the learning-rate schedule", ">0")
-    stop_at: int = _f(800, "step the run stops at (the schedule is cut short there)", ">0")
-    frames: int = _f(4, "frames per training clip (the first is prompted)", ">0")
-    clips: int = _f(4, "clips per step", ">0")
+    lr: float = _f(1e-3, "peak learning rate of each stage's one-cycle schedule", ">0")
+    steps: int = _f(2000, "length of the video stage's learning-rate schedule", ">0")
+    stop_at: int = _f(800, "step the video stage stops at (its schedule cut short there)", ">0")
+    frames: int = _f(4, "frames per video-stage clip (the first is prompted)", ">0")
+    clips: int = _f(4, "clips (images in the image stage) per step", ">0")
     max_objects: int = _f(3, "most objects prompted per clip", ">0")
-    prob_mask: float = _f(1.0, "probability of a mask prompt on conditioning frames", "0..1")
-    prob_points: float = _f(0.0, "probability of a point prompt", "0..1")
-    prob_box: float = _f(0.0, "probability of a box prompt", "0..1")
+    prob_mask: float = _f(
+        0.5, "video stage: probability of a mask prompt on conditioning frames", "0..1"
+    )
+    prob_points: float = _f(0.25, "video stage: probability of a point prompt", "0..1")
+    prob_box: float = _f(0.25, "video stage: probability of a box prompt", "0..1")
     num_correction_clicks: int = _f(1, "correction clicks after a point or box prompt", ">=0")
     max_cond_frames: int = _f(1, "at most this many prompted frames per clip (1 or 2)", ">0")
     memory_attention_init: float = _f(
@@ -287,6 +297,24 @@ class PretrainParams:
         "bias given to memory cross-attention's query and key projections at init, so that "
         "(through RoPE) each position first attends to the same position in memory frames "
         "(0: PyTorch's default init)",
+        ">=0",
+    )
+    image_steps: int = _f(
+        400,
+        "steps of the image stage ahead of the video stage (single frames, point or box "
+        "prompts with correction clicks, no memory; its own one-cycle schedule; 0: none)",
+        ">=0",
+    )
+    image_objects: int = _f(
+        8,
+        "objects per image in the image stage: with three or four, the three candidate "
+        "masks learn to cover every object without reading the prompt",
+        ">0",
+    )
+    decoder_attention_init: float = _f(
+        2.0,
+        "scale of the mask decoder's prompt-image attention started on the position "
+        "encoding (a prompt attends to its own place; 0: PyTorch's default init)",
         ">=0",
     )
     val_every: int = _f(100, "steps between source-domain J&F reports", ">0")
@@ -366,6 +394,9 @@ def resolve(p: Params) -> Params:
         section, name = key.split(".")
         if getattr(getattr(p, section), name) == AUTO:
             changes.setdefault(section, {})[name] = value
+    if "clip_length" in changes.get("train", {}):  # `auto` never asks for more than is stored
+        shard_length = changes.get("shard", {}).get("clip_length", p.shard.clip_length)
+        changes["train"]["clip_length"] = min(changes["train"]["clip_length"], shard_length)
     sections = {k: dataclasses.replace(getattr(p, k), **v) for k, v in changes.items()}
     return dataclasses.replace(p, **sections)
 
@@ -507,6 +538,12 @@ def _check_cross_fields(p: Params) -> None:
         raise ValueError("train.prob_mask + train.prob_points + train.prob_box must sum to 1")
     if p.fetch.synthetic.min_objects > p.fetch.synthetic.max_objects:
         raise ValueError("fetch.synthetic.min_objects must be <= fetch.synthetic.max_objects")
+    if t.clip_length > p.shard.clip_length:
+        raise ValueError(
+            f"train.clip_length {t.clip_length} is above shard.clip_length "
+            f"{p.shard.clip_length} (shorter videos are not stored); set train.clip_length "
+            f"<= {p.shard.clip_length}, or raise shard.clip_length"
+        )
     if t.image_size % 16:
         raise ValueError(f"train.image_size: {t.image_size} must be a multiple of 16")
     unknown = sorted(set(t.lr_scale) - set(t.trainable_modules))

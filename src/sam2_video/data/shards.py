@@ -23,6 +23,7 @@ so identical inputs give byte-identical shards for any worker count. Nothing is 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import itertools
@@ -474,12 +475,13 @@ class ShardReader:
 
     reader[i] is the i-th fixed clip (fixed windows, fixed motion per image: `sampling`),
     reader.names their names: what validation, evaluate, render and export-davis read.
-    Training draws clips with `training_clip(index, rng)` from source index < num_sources.
+    Training draws clips with `training_clip(index, rng)` from source index < num_sources,
+    `training_length` frames long (default: the shards' clip_length, which fixed clips have).
     Sources are indexed once here (tar headers and meta); files are opened lazily per
     process, so the reader can be handed to DataLoader workers (forked or spawned).
     """
 
-    def __init__(self, split_dir: Path) -> None:
+    def __init__(self, split_dir: Path, training_length: int | None = None) -> None:
         self.split_dir = Path(split_dir)
         self.manifest = _read_manifest(self.split_dir)
         try:
@@ -488,6 +490,14 @@ class ShardReader:
             raise ValueError(
                 f"{self.split_dir / MANIFEST}: params: {err}: re-run the shard stage"
             ) from None
+        length = training_length or self.params.clip_length
+        if length > self.params.clip_length:
+            raise ValueError(
+                f"{self.split_dir}: training clips of {length} frames asked for, but the shards "
+                f"promise only {self.params.clip_length}: set train.clip_length <= "
+                f"{self.params.clip_length}, or raise shard.clip_length and re-run the shard stage"
+            )
+        self._training_params = dataclasses.replace(self.params, clip_length=length)
         records = self.manifest["shards"]
         self._paths = [self.split_dir / r["file"] for r in records]
         self._sources: list[_SourceEntry] = []
@@ -509,7 +519,7 @@ class ShardReader:
 
     def training_clip(self, index: int, rng: np.random.Generator) -> Clip:
         """A clip of source `index` drawn with `rng` (`sampling.training_clip`)."""
-        return sampling.training_clip(self.source(index), self.params, rng)
+        return sampling.training_clip(self.source(index), self._training_params, rng)
 
     def __len__(self) -> int:
         return len(self._fixed)

@@ -1,9 +1,12 @@
 """Train the shipped tiny base from scratch: the pretrain pipeline (pretrain/dvc.yaml).
 
 The base plays the part of SAM2.1 in the default run: every module is trained on rendered
-*source*-domain video (distinct-looking objects), so it segments and tracks by appearance.
-The fine-tuning stage then adapts only its memory modules to the *target* domain. The
-recipe is pretrain/params.yaml (params.PretrainParams); weights are stored in float16.
+*source*-domain scenes (distinct-looking objects), so it segments and tracks by appearance.
+As SAM2 learned on SA-1B images before video, an image stage comes first (single frames,
+point or box prompts with correction clicks, many objects per image) and a video stage
+second (clips, the first frame prompted, tracking through memory). The fine-tuning stage
+then adapts only the memory modules to the *target* domain. The recipe is
+pretrain/params.yaml (params.PretrainParams); weights are stored in float16.
 """
 
 from __future__ import annotations
@@ -39,16 +42,33 @@ PRETRAIN_LOSS = dataclasses.replace(
 
 
 def scene_batch(rng: np.random.Generator, clips: int, frames: int, max_obj: int):
-    """(images (B,T,3,S,S), gt (T,N,S,S), obj_to_clip (N,)) of source-domain scenes."""
-    images, gts, owners = [], [], []
-    for b in range(clips):
+    """(images (B,T,3,S,S), gt (T,N,S,S), obj_to_clip (N,)) of source-domain scenes: 1 to
+    `max_obj` objects each supervised, one more rendered as a distractor."""
+    scenes, keeps = [], []
+    for _ in range(clips):
         n = int(rng.integers(1, max_obj + 1))
-        scene = render_scene(rng, DOMAINS["source"], frames, n + 1, IMAGE_SIZE)
-        present = scene.visible[0].reshape(n + 1, -1).sum(1) > 30  # a few pixels: unlearnable
-        keep = np.flatnonzero(present)[:n]
-        images.append(transforms.frames_to_model_input(scene.frames, IMAGE_SIZE))
-        gts.append(torch.from_numpy(scene.visible[:, keep]))
-        owners += [b] * len(keep)
+        scenes.append(render_scene(rng, DOMAINS["source"], frames, n + 1, IMAGE_SIZE))
+        keeps.append(_shown(scenes[-1])[:n])
+    return _stack(scenes, keeps)
+
+
+def image_batch(rng: np.random.Generator, images: int, objects: int):
+    """(images (B,1,3,S,S), gt (1,N,S,S), obj_to_clip (N,)): single source-domain frames of
+    `objects` objects, each one shown supervised."""
+    scenes = [render_scene(rng, DOMAINS["source"], 1, objects, IMAGE_SIZE) for _ in range(images)]
+    return _stack(scenes, [_shown(scene) for scene in scenes])
+
+
+def _shown(scene) -> np.ndarray:
+    """Objects with more than a few pixels on the first frame (fewer are unlearnable)."""
+    return np.flatnonzero(scene.visible[0].reshape(scene.visible.shape[1], -1).sum(1) > 30)
+
+
+def _stack(scenes, keeps):
+    images = [transforms.frames_to_model_input(scene.frames, IMAGE_SIZE) for scene in scenes]
+    pairs = zip(scenes, keeps, strict=True)
+    gts = [torch.from_numpy(scene.visible[:, keep]) for scene, keep in pairs]
+    owners = [b for b, keep in enumerate(keeps) for _ in keep]
     return torch.stack(images), torch.cat(gts, 1), torch.tensor(owners)
 
 
@@ -76,6 +96,48 @@ def source_jf(model, scenes) -> dict[str, float]:
         out[prompt] = round(metrics.summarize(scores)["jf"], 4)
     model.train()
     return out
+
+
+def source_image_jf(model, scenes) -> dict[str, float]:
+    """J&F (means over objects) of the first frames of `scenes` by point or box prompt."""
+    out = {}
+    for prompt in ("points", "box"):
+        scores = [
+            metrics.score_clip(
+                gt[:1],
+                predict_masks(model, frames[:1], object_prompts(gt[:1]), prompt, IMAGE_SIZE),
+                skip_first_last=False,
+            )
+            for frames, gt in scenes
+        ]
+        out[prompt] = round(metrics.summarize(scores)["jf"], 4)
+    model.train()
+    return out
+
+
+def init_decoder_attention(model, scale: float) -> None:
+    """Start the mask decoder's prompt-image cross-attention on "where the prompt is".
+
+    Prompt tokens and image positions both carry SAM's random-Fourier position encoding
+    [sin(2 pi x B), cos(2 pi x B)], whose dot product between two places is a sum of
+    cos(2 pi (x - y) B): largest where they coincide. Query and key projections that keep
+    (a scaled copy of) those sin/cos pairs make a point or box corner attend to its own
+    place from the first step; from PyTorch's random init (4 dims per head at d_model 64)
+    the image stage needs longer to find it (README: the pretrain pipeline).
+    """
+    transformer = model.sam_mask_decoder.transformer
+    attentions = [transformer.final_attn_token_to_image]
+    for layer in transformer.layers:
+        attentions += [layer.cross_attn_token_to_image, layer.cross_attn_image_to_token]
+    with torch.no_grad():
+        for attention in attentions:
+            inner, channels = attention.internal_dim, attention.q_proj.in_features
+            keep = torch.zeros(inner, channels)  # row 2f: sin of frequency f, row 2f+1: its cos
+            rows = torch.arange(inner)
+            keep[rows, rows // 2 + (rows % 2) * (channels // 2)] = scale
+            for proj in (attention.q_proj, attention.k_proj):
+                proj.weight.copy_(keep)
+                proj.bias.zero_()
 
 
 def init_memory_attention(model, bias: float) -> None:
@@ -108,7 +170,7 @@ def prompt_recipe(p: PretrainParams):
 
 
 def pretrain(p: PretrainParams, report: Callable[[dict], None] = print):
-    """Train a tiny SAM2 from scratch; returns it and the source J&F of each validation.
+    """Train a tiny SAM2 from scratch; returns it and the records of each validation.
 
     Draws come from generators seeded by `p.seed` (scenes: numpy; prompts: torch) and, for
     parameter init and dropout, torch's global generator, which is restored afterwards.
@@ -117,20 +179,50 @@ def pretrain(p: PretrainParams, report: Callable[[dict], None] = print):
         torch.manual_seed(p.seed)
         model = build.build_model(build.load_model_config("tiny"))
         init_memory_attention(model, p.memory_attention_init)
-        return model, _train(model, p, report)
+        if p.decoder_attention_init > 0:
+            init_decoder_attention(model, p.decoder_attention_init)
+        model.train()
+        rng, gen = np.random.default_rng(p.seed), torch.Generator().manual_seed(p.seed)
+        history = _image_stage(model, p, rng, gen, report) if p.image_steps else []
+        return model, history + _video_stage(model, p, rng, gen, report)
 
 
-def _train(model, p: PretrainParams, report: Callable[[dict], None]) -> list[dict]:
-    model.train()
-    rng, gen = np.random.default_rng(p.seed), torch.Generator().manual_seed(p.seed)
+def _image_stage(model, p: PretrainParams, rng, gen, report) -> list[dict]:
+    """Single frames, point or box prompts with correction clicks: segmenting from prompts."""
+    cfg = dataclasses.replace(
+        prompt_recipe(p), prob_mask=0.0, prob_points=0.5, prob_box=0.5, max_cond_frames=1
+    )
+    scenes = val_scenes(p.seed, p.val_scenes)
+
+    def validate(step: int, loss: float) -> dict:
+        jf = {f"image_jf_{k}": v for k, v in source_image_jf(model, scenes).items()}
+        return {"stage": "image", "step": step, "loss": loss, **jf}
+
+    batches = (image_batch(rng, p.clips, p.image_objects) for _ in range(p.image_steps))
+    return _optimise(model, p, p.image_steps, p.image_steps, batches, cfg, gen, validate, report)
+
+
+def _video_stage(model, p: PretrainParams, rng, gen, report) -> list[dict]:
+    """Clips with the first frame prompted, tracked through memory."""
+    scenes, last = val_scenes(p.seed, p.val_scenes), min(p.steps, p.stop_at)
+
+    def validate(step: int, loss: float) -> dict:
+        jf = {f"source_jf_{k}": v for k, v in source_jf(model, scenes).items()}
+        return {"step": step, "loss": loss, **jf}
+
+    batches = (scene_batch(rng, p.clips, p.frames, p.max_objects) for _ in range(last))
+    return _optimise(model, p, last, p.steps, batches, prompt_recipe(p), gen, validate, report)
+
+
+def _optimise(model, p, last, schedule, batches, cfg, gen, validate, report) -> list[dict]:
+    """`last` steps of a one-cycle schedule `schedule` steps long; a record at every
+    `p.val_every` steps and at the last."""
     opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=p.lr, total_steps=max(p.steps, 2), pct_start=0.05
+        opt, max_lr=p.lr, total_steps=max(schedule, 2), pct_start=0.05
     )
-    scenes, cfg, history = val_scenes(p.seed, p.val_scenes), prompt_recipe(p), []
-    start, running, last = time.time(), 0.0, min(p.steps, p.stop_at)
-    for step in range(1, last + 1):
-        images, gt, owners = scene_batch(rng, p.clips, p.frames, p.max_objects)
+    history, start, running = [], time.time(), 0.0
+    for step, (images, gt, owners) in enumerate(batches, start=1):
         plan = rollout.sample_plan(images.shape[1], cfg, gen)
         outputs = rollout.track(model, images, gt, owners, plan, cfg, gen)
         loss = losses.clip_losses(outputs, gt, PRETRAIN_LOSS)["total"]
@@ -141,8 +233,7 @@ def _train(model, p: PretrainParams, report: Callable[[dict], None]) -> list[dic
         sched.step()
         running += float(loss.detach())
         if step % p.val_every == 0 or step == last:
-            record = {"step": step, "loss": round(running / p.val_every, 3)}
-            record.update({f"source_jf_{k}": v for k, v in source_jf(model, scenes).items()})
+            record = validate(step, round(running / p.val_every, 3))
             report({**record, "seconds": round(time.time() - start)})
             history.append(record)
             running = 0.0
