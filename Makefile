@@ -35,11 +35,13 @@ bench: setup
 
 # Regenerates the shipped tiny base weights: the pretrain pipeline (pretrain/dvc.yaml, its
 # recipe in pretrain/params.yaml; pretraining from scratch on the synthetic source domain).
-# The stage is frozen (the default pipeline treats the base as a pinned input): thaw it for
-# this one run, and freeze it again whatever the run's outcome.
+# Its two stages are frozen (the default pipeline treats the base as a pinned input): thaw
+# them for this one run, and freeze them again whatever the run's outcome.
 tiny-base: setup
-	export PATH="$(CURDIR)/$(VENV)/bin:$$PATH" && dvc unfreeze pretrain/dvc.yaml:pretrain && \
-	{ dvc repro -f pretrain/dvc.yaml; status=$$?; dvc freeze pretrain/dvc.yaml:pretrain; exit $$status; }
+	export PATH="$(CURDIR)/$(VENV)/bin:$$PATH" && \
+	dvc unfreeze pretrain/dvc.yaml:pretrain pretrain/dvc.yaml:joint && \
+	{ dvc repro -f pretrain/dvc.yaml; status=$$?; \
+	  dvc freeze pretrain/dvc.yaml:pretrain pretrain/dvc.yaml:joint; exit $$status; }
 
 clean-venv:
 	rm -rf $(VENV)

@@ -20,21 +20,25 @@ from sam2_video.params import PretrainParams, load_pretrain_params
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = PretrainParams(
-    steps=2, stop_at=2, clips=1, frames=2, image_steps=2, image_objects=3, val_every=2, val_scenes=1
+    steps=2, stop_at=2, clips=1, frames=2, joint_steps=2, image_objects=3, val_every=2, val_scenes=1
 )
 
 
 def test_params_file_holds_the_defaults_and_dvc_yaml_lists_each_key():
     assert load_pretrain_params(REPO / "pretrain/params.yaml") == PretrainParams()
-    stage = yaml.safe_load((REPO / "pretrain/dvc.yaml").read_text())["stages"]["pretrain"]
-    assert stage["params"] == ["pretrain"]
-    # the default pipeline must never retrain the base as a side effect (dvc repro -f)
-    assert stage["frozen"] is True
+    stages = yaml.safe_load((REPO / "pretrain/dvc.yaml").read_text())["stages"]
+    unused = {"video": {"joint_steps", "image_objects"}, "joint": {"steps", "stop_at"}}
+    unused["joint"].add("memory_attention_init")  # an init: the joint stage starts trained
+    for name, stage in (("video", stages["pretrain"]), ("joint", stages["joint"])):
+        expected = {f.name for f in dataclasses.fields(PretrainParams)} - unused[name]
+        assert sorted(stage["params"]) == sorted(f"pretrain.{key}" for key in expected)
+        # the default pipeline must never retrain the base as a side effect (dvc repro -f)
+        assert stage["frozen"] is True
 
 
 def test_bad_pretrain_params_name_the_file_and_key(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text("pretrain:\n  seed: 0\n  prob_mask: 0.9\n")
+    path.write_text("pretrain:\n  seed: 0\n  prob_mask: 0.5\n")
     with pytest.raises(ValueError, match=r"params.yaml: pretrain.prob_mask \+ prob_points"):
         load_pretrain_params(path)
     path.write_text("pretrain:\n  sed: 0\n")
@@ -64,29 +68,6 @@ def test_memory_attention_init_reads_memory_at_the_same_position():
     assert before < 0.2 and nearest_is_own() > 0.9
 
 
-def _attended_cells(model) -> float:
-    """Fraction of 20 point prompts whose decoder cross-attention (layer 0, token to image,
-    mean over heads, position encodings only) peaks on the 16 px cell holding the point."""
-    encoder = model.sam_prompt_encoder
-    keys = encoder.get_dense_pe().flatten(2).transpose(1, 2)  # (1, 64, C) the 8 x 8 grid
-    cells = torch.randint(0, 8, (20, 2), generator=torch.Generator().manual_seed(0))  # (x, y)
-    points = encoder.pe_layer.forward_with_coords(cells[None].float() * 16 + 8, (128, 128))
-    attention = model.sam_mask_decoder.transformer.layers[0].cross_attn_token_to_image
-    q = attention._separate_heads(attention.q_proj(points), attention.num_heads)
-    k = attention._separate_heads(attention.k_proj(keys), attention.num_heads)
-    weights = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, -1).mean(1)[0]
-    return float((weights.argmax(-1) == cells[:, 1] * 8 + cells[:, 0]).float().mean())
-
-
-def test_decoder_attention_init_points_a_prompt_at_its_own_place():
-    torch.manual_seed(0)
-    model = build.build_model(build.load_model_config("tiny"))
-    with torch.no_grad():
-        before = _attended_cells(model)
-        pretrain_tiny.init_decoder_attention(model, 2.0)
-        assert before < 0.2 and _attended_cells(model) == 1.0
-
-
 def test_image_batches_supervise_every_object_shown():
     images, gt, owners = pretrain_tiny.image_batch(np.random.default_rng(0), 3, 6)
     assert images.shape == (3, 1, 3, 128, 128) and gt.shape[:2] == (1, len(owners))
@@ -102,37 +83,75 @@ def test_pretraining_repeats_exactly_and_keeps_the_global_generator():
     second, _ = pretrain_tiny.pretrain(QUICK, report=lambda r: None)
     for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
-    assert [(r.get("stage"), r["step"]) for r in history] == [("image", 2), (None, 2)]
-    assert set(history[0]) >= {"image_jf_points", "image_jf_box"}
-    assert set(history[1]) >= {"source_jf_mask", "source_jf_points", "source_jf_box"}
+    assert [r["step"] for r in history] == [2]
+    assert set(history[0]) >= {"source_jf_mask", "source_jf_points", "source_jf_box"}
 
 
-def _run_stage(root: Path, **params) -> subprocess.CompletedProcess:
-    """stages/pretrain.py as pretrain/dvc.yaml runs it, in a copy laid out like the repo."""
+def test_joint_stage_keeps_the_image_encoder_and_repeats_exactly():
+    start, _ = pretrain_tiny.pretrain(QUICK, report=lambda r: None)
+    encoder = {k: v.clone() for k, v in start.image_encoder.state_dict().items()}
+    decoder = {k: v.clone() for k, v in start.sam_mask_decoder.state_dict().items()}
+    runs = []
+    for _ in range(2):
+        model = build.build_model(build.load_model_config("tiny"))
+        model.load_state_dict(start.state_dict())
+        history = pretrain_tiny.joint(model, QUICK, report=lambda r: None)
+        runs.append(model.state_dict())
+        for key, value in model.image_encoder.state_dict().items():
+            assert torch.equal(value, encoder[key]), key  # frozen: memory reads the same
+        assert any(
+            not torch.equal(v, decoder[k]) for k, v in model.sam_mask_decoder.state_dict().items()
+        )
+        assert all(p.requires_grad for p in model.parameters())  # handed back trainable
+    for key, value in runs[0].items():
+        assert torch.equal(value, runs[1][key]), key
+    assert [(r["stage"], r["step"]) for r in history] == [("joint", 2)]
+    assert set(history[0]) >= {"source_jf_mask", "source_jf_points", "source_jf_box"}
+
+
+def _run_stages(root: Path, *scripts: str, **params) -> subprocess.CompletedProcess:
+    """Stage scripts as pretrain/dvc.yaml runs them, one after the other, in a copy laid
+    out like the repo; the first failure, or the last result."""
     shutil.copytree(REPO / "stages", root / "stages")
     (root / "pretrain").mkdir()
     fields = dataclasses.asdict(dataclasses.replace(QUICK, **params))
     (root / "pretrain/params.yaml").write_text(yaml.safe_dump({"pretrain": fields}))
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    cmd = [sys.executable, "../stages/pretrain.py"]
-    return subprocess.run(cmd, cwd=root / "pretrain", env=env, capture_output=True, text=True)
+    for script in scripts:
+        cmd = [sys.executable, f"../stages/{script}"]
+        done = subprocess.run(cmd, cwd=root / "pretrain", env=env, capture_output=True, text=True)
+        if done.returncode:
+            break
+    return done
 
 
 @pytest.mark.slow
 def test_stage_below_min_source_jf_writes_nothing_and_says_why(tmp_path):
-    done = _run_stage(tmp_path, min_source_jf=1.0)
+    done = _run_stages(tmp_path, "pretrain.py", min_source_jf=1.0)
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "below min_source_jf 1.0" in done.stderr
-    assert not (tmp_path / "src").exists() and not (tmp_path / "pretrain/metrics.json").exists()
+    assert list((tmp_path / "pretrain").iterdir()) == [tmp_path / "pretrain/params.yaml"]
 
 
 @pytest.mark.slow
-def test_stage_writes_loadable_half_weights_and_metrics(tmp_path):
-    done = _run_stage(tmp_path, min_source_jf=0.0)
+def test_joint_stage_without_the_video_stage_says_what_to_run(tmp_path):
+    done = _run_stages(tmp_path, "pretrain_joint.py")
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "tiny_video.pt: not found" in done.stderr
+
+
+@pytest.mark.slow
+def test_stages_write_loadable_half_weights_and_metrics(tmp_path):
+    done = _run_stages(tmp_path, "pretrain.py", "pretrain_joint.py", min_source_jf=0.0)
     assert done.returncode == 0, done.stderr
-    weights = tmp_path / "src/sam2_video/model/weights/tiny_base.pt"
-    state = torch.load(weights)["model"]
-    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
-    build.load_checkpoint(build.build_model(build.load_model_config("tiny")), weights)
-    metrics = json.loads((tmp_path / "pretrain/metrics.json").read_text())
-    assert metrics["final"]["step"] == 2 and metrics["history"][-1] == metrics["final"]
+    for weights in (
+        tmp_path / "pretrain/tiny_video.pt",
+        tmp_path / "src/sam2_video/model/weights/tiny_base.pt",
+    ):
+        state = torch.load(weights)["model"]
+        assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+        build.load_checkpoint(build.build_model(build.load_model_config("tiny")), weights)
+    for name, stage in (("video_metrics.json", None), ("metrics.json", "joint")):
+        metrics = json.loads((tmp_path / "pretrain" / name).read_text())
+        assert metrics["final"]["step"] == 2 and metrics["history"] == [metrics["final"]]
+        assert metrics["final"].get("stage") == stage

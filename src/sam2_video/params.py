@@ -283,13 +283,13 @@ class PretrainParams:
     steps: int = _f(2000, "length of the video stage's learning-rate schedule", ">0")
     stop_at: int = _f(800, "step the video stage stops at (its schedule cut short there)", ">0")
     frames: int = _f(4, "frames per video-stage clip (the first is prompted)", ">0")
-    clips: int = _f(4, "clips (images in the image stage) per step", ">0")
+    clips: int = _f(4, "clips (or images) per step", ">0")
     max_objects: int = _f(3, "most objects prompted per clip", ">0")
     prob_mask: float = _f(
-        0.5, "video stage: probability of a mask prompt on conditioning frames", "0..1"
+        1.0, "video batches: probability of a mask prompt on conditioning frames", "0..1"
     )
-    prob_points: float = _f(0.25, "video stage: probability of a point prompt", "0..1")
-    prob_box: float = _f(0.25, "video stage: probability of a box prompt", "0..1")
+    prob_points: float = _f(0.0, "video batches: probability of a point prompt", "0..1")
+    prob_box: float = _f(0.0, "video batches: probability of a box prompt", "0..1")
     num_correction_clicks: int = _f(1, "correction clicks after a point or box prompt", ">=0")
     max_cond_frames: int = _f(1, "at most this many prompted frames per clip (1 or 2)", ">0")
     memory_attention_init: float = _f(
@@ -299,23 +299,17 @@ class PretrainParams:
         "(0: PyTorch's default init)",
         ">=0",
     )
-    image_steps: int = _f(
-        400,
-        "steps of the image stage ahead of the video stage (single frames, point or box "
-        "prompts with correction clicks, no memory; its own one-cycle schedule; 0: none)",
-        ">=0",
+    joint_steps: int = _f(
+        800,
+        "steps of the joint stage (after the video stage: image batches with point or box "
+        "prompts alternating with video batches, image encoder frozen; its own one-cycle)",
+        ">0",
     )
     image_objects: int = _f(
         8,
-        "objects per image in the image stage: with three or four, the three candidate "
+        "objects per image in the joint stage: with three or four, the three candidate "
         "masks learn to cover every object without reading the prompt",
         ">0",
-    )
-    decoder_attention_init: float = _f(
-        2.0,
-        "scale of the mask decoder's prompt-image attention started on the position "
-        "encoding (a prompt attends to its own place; 0: PyTorch's default init)",
-        ">=0",
     )
     val_every: int = _f(100, "steps between source-domain J&F reports", ">0")
     val_scenes: int = _f(8, "rendered source-domain videos scored", ">0")

@@ -2,10 +2,11 @@
 
 The base plays the part of SAM2.1 in the default run: every module is trained on rendered
 *source*-domain scenes (distinct-looking objects), so it segments and tracks by appearance.
-As SAM2 learned on SA-1B images before video, an image stage comes first (single frames,
-point or box prompts with correction clicks, many objects per image) and a video stage
-second (clips, the first frame prompted, tracking through memory). The fine-tuning stage
-then adapts only the memory modules to the *target* domain. The recipe is
+Two stages, each a stage of pretrain/dvc.yaml: `pretrain` (video: clips with a mask prompt
+on the first frame, tracked through memory, from scratch) and `joint` (image batches with
+point or box prompts and many objects per image, alternating with video batches, the image
+encoder frozen; SAM2 also trains on SA-1B images and videos together). The fine-tuning
+stage then adapts only the memory modules to the *target* domain. The recipe is
 pretrain/params.yaml (params.PretrainParams); weights are stored in float16.
 """
 
@@ -22,6 +23,7 @@ import torch
 from sam2_video.data.sources.synthetic import DOMAINS, render_scene
 from sam2_video.evaluate import metrics
 from sam2_video.evaluate.predict import object_prompts, predict_masks
+from sam2_video.files import write_json_atomic
 from sam2_video.model import build, losses, rollout, transforms
 from sam2_video.params import PretrainParams, defaults
 
@@ -98,48 +100,6 @@ def source_jf(model, scenes) -> dict[str, float]:
     return out
 
 
-def source_image_jf(model, scenes) -> dict[str, float]:
-    """J&F (means over objects) of the first frames of `scenes` by point or box prompt."""
-    out = {}
-    for prompt in ("points", "box"):
-        scores = [
-            metrics.score_clip(
-                gt[:1],
-                predict_masks(model, frames[:1], object_prompts(gt[:1]), prompt, IMAGE_SIZE),
-                skip_first_last=False,
-            )
-            for frames, gt in scenes
-        ]
-        out[prompt] = round(metrics.summarize(scores)["jf"], 4)
-    model.train()
-    return out
-
-
-def init_decoder_attention(model, scale: float) -> None:
-    """Start the mask decoder's prompt-image cross-attention on "where the prompt is".
-
-    Prompt tokens and image positions both carry SAM's random-Fourier position encoding
-    [sin(2 pi x B), cos(2 pi x B)], whose dot product between two places is a sum of
-    cos(2 pi (x - y) B): largest where they coincide. Query and key projections that keep
-    (a scaled copy of) those sin/cos pairs make a point or box corner attend to its own
-    place from the first step; from PyTorch's random init (4 dims per head at d_model 64)
-    the image stage needs longer to find it (README: the pretrain pipeline).
-    """
-    transformer = model.sam_mask_decoder.transformer
-    attentions = [transformer.final_attn_token_to_image]
-    for layer in transformer.layers:
-        attentions += [layer.cross_attn_token_to_image, layer.cross_attn_image_to_token]
-    with torch.no_grad():
-        for attention in attentions:
-            inner, channels = attention.internal_dim, attention.q_proj.in_features
-            keep = torch.zeros(inner, channels)  # row 2f: sin of frequency f, row 2f+1: its cos
-            rows = torch.arange(inner)
-            keep[rows, rows // 2 + (rows % 2) * (channels // 2)] = scale
-            for proj in (attention.q_proj, attention.k_proj):
-                proj.weight.copy_(keep)
-                proj.bias.zero_()
-
-
 def init_memory_attention(model, bias: float) -> None:
     """Start memory cross-attention on "the same place in earlier frames".
 
@@ -170,7 +130,8 @@ def prompt_recipe(p: PretrainParams):
 
 
 def pretrain(p: PretrainParams, report: Callable[[dict], None] = print):
-    """Train a tiny SAM2 from scratch; returns it and the records of each validation.
+    """The video stage: a tiny SAM2 trained from scratch; returns it and the records of
+    each validation.
 
     Draws come from generators seeded by `p.seed` (scenes: numpy; prompts: torch) and, for
     parameter init and dropout, torch's global generator, which is restored afterwards.
@@ -179,52 +140,67 @@ def pretrain(p: PretrainParams, report: Callable[[dict], None] = print):
         torch.manual_seed(p.seed)
         model = build.build_model(build.load_model_config("tiny"))
         init_memory_attention(model, p.memory_attention_init)
-        if p.decoder_attention_init > 0:
-            init_decoder_attention(model, p.decoder_attention_init)
         model.train()
         rng, gen = np.random.default_rng(p.seed), torch.Generator().manual_seed(p.seed)
-        history = _image_stage(model, p, rng, gen, report) if p.image_steps else []
-        return model, history + _video_stage(model, p, rng, gen, report)
+        scenes, last = val_scenes(p.seed, p.val_scenes), min(p.steps, p.stop_at)
+
+        def validate(step: int, loss: float) -> dict:
+            jf = {f"source_jf_{k}": v for k, v in source_jf(model, scenes).items()}
+            return {"step": step, "loss": loss, **jf}
+
+        cfg = prompt_recipe(p)
+        batches = ((scene_batch(rng, p.clips, p.frames, p.max_objects), cfg) for _ in range(last))
+        return model, _optimise(model, p, last, p.steps, batches, gen, validate, report)
 
 
-def _image_stage(model, p: PretrainParams, rng, gen, report) -> list[dict]:
-    """Single frames, point or box prompts with correction clicks: segmenting from prompts."""
-    cfg = dataclasses.replace(
-        prompt_recipe(p), prob_mask=0.0, prob_points=0.5, prob_box=0.5, max_cond_frames=1
-    )
-    scenes = val_scenes(p.seed, p.val_scenes)
+def joint(model, p: PretrainParams, report: Callable[[dict], None] = print) -> list[dict]:
+    """The joint stage, on the video stage's model: odd steps a batch of single frames with
+    `p.image_objects` objects and a point or box prompt (+ correction clicks), even steps a
+    video batch as in the video stage. The image encoder stays frozen, so the features
+    memory learned to read do not move; the decoder learns to read prompts while it keeps
+    tracking. Returns the records of each validation (source J&F per prompt).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(p.seed)
+        model.image_encoder.requires_grad_(False)
+        model.train()
+        rng = np.random.default_rng([p.seed, 1])  # not the video stage's scenes again
+        gen = torch.Generator().manual_seed(p.seed + 1)
+        scenes = val_scenes(p.seed, p.val_scenes)
+        image_cfg = dataclasses.replace(
+            prompt_recipe(p), prob_mask=0.0, prob_points=0.5, prob_box=0.5
+        )
 
-    def validate(step: int, loss: float) -> dict:
-        jf = {f"image_jf_{k}": v for k, v in source_image_jf(model, scenes).items()}
-        return {"stage": "image", "step": step, "loss": loss, **jf}
+        def batches():
+            for step in range(1, p.joint_steps + 1):
+                if step % 2:
+                    yield image_batch(rng, p.clips, p.image_objects), image_cfg
+                else:
+                    yield scene_batch(rng, p.clips, p.frames, p.max_objects), prompt_recipe(p)
 
-    batches = (image_batch(rng, p.clips, p.image_objects) for _ in range(p.image_steps))
-    return _optimise(model, p, p.image_steps, p.image_steps, batches, cfg, gen, validate, report)
+        def validate(step: int, loss: float) -> dict:
+            jf = {f"source_jf_{k}": v for k, v in source_jf(model, scenes).items()}
+            return {"stage": "joint", "step": step, "loss": loss, **jf}
 
-
-def _video_stage(model, p: PretrainParams, rng, gen, report) -> list[dict]:
-    """Clips with the first frame prompted, tracked through memory."""
-    scenes, last = val_scenes(p.seed, p.val_scenes), min(p.steps, p.stop_at)
-
-    def validate(step: int, loss: float) -> dict:
-        jf = {f"source_jf_{k}": v for k, v in source_jf(model, scenes).items()}
-        return {"step": step, "loss": loss, **jf}
-
-    batches = (scene_batch(rng, p.clips, p.frames, p.max_objects) for _ in range(last))
-    return _optimise(model, p, last, p.steps, batches, prompt_recipe(p), gen, validate, report)
+        steps = p.joint_steps
+        history = _optimise(model, p, steps, steps, batches(), gen, validate, report)
+        model.image_encoder.requires_grad_(True)
+        return history
 
 
-def _optimise(model, p, last, schedule, batches, cfg, gen, validate, report) -> list[dict]:
-    """`last` steps of a one-cycle schedule `schedule` steps long; a record at every
-    `p.val_every` steps and at the last."""
-    opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=0.01)
+def _optimise(model, p, last, schedule, batches, gen, validate, report) -> list[dict]:
+    """`last` steps of a one-cycle schedule `schedule` steps long over the trainable
+    parameters; `batches` yields ((images, gt, obj_to_clip), prompt recipe). A record at
+    every `p.val_every` steps and at the last."""
+    trained = [param for param in model.parameters() if param.requires_grad]
+    opt = torch.optim.AdamW(trained, lr=p.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=p.lr, total_steps=max(schedule, 2), pct_start=0.05
     )
     history, start, running = [], time.time(), 0.0
-    for step, (images, gt, owners) in enumerate(batches, start=1):
-        plan = rollout.sample_plan(images.shape[1], cfg, gen)
-        outputs = rollout.track(model, images, gt, owners, plan, cfg, gen)
+    for step, ((images, gt, owners), recipe) in enumerate(batches, start=1):
+        plan = rollout.sample_plan(images.shape[1], recipe, gen)
+        outputs = rollout.track(model, images, gt, owners, plan, recipe, gen)
         loss = losses.clip_losses(outputs, gt, PRETRAIN_LOSS)["total"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -238,6 +214,24 @@ def _optimise(model, p, last, schedule, batches, cfg, gen, validate, report) -> 
             history.append(record)
             running = 0.0
     return history
+
+
+def finish(
+    model, history: list[dict], p: PretrainParams, weights: Path, metrics: Path, params_file: Path
+) -> dict:
+    """Write a stage's outputs (float16 weights; {final, history} of its validations) and
+    return its last record, unless that record's mask-prompt source J&F is below
+    `p.min_source_jf`: then nothing is written and a ValueError names `params_file`."""
+    final = history[-1]
+    if final["source_jf_mask"] < p.min_source_jf:
+        raise ValueError(
+            f"{params_file}: source-domain J&F {final['source_jf_mask']:.3f} (mask prompt) at "
+            f"step {final['step']} is below min_source_jf {p.min_source_jf}; no weights "
+            "written: try another seed or a later stop_at"
+        )
+    save_half(model, weights)
+    write_json_atomic(metrics, {"final": final, "history": history})
+    return final
 
 
 def save_half(model: torch.nn.Module, out: Path) -> None:
