@@ -142,15 +142,9 @@ def pretrain(p: PretrainParams, report: Callable[[dict], None] = print):
         init_memory_attention(model, p.memory_attention_init)
         model.train()
         rng, gen = np.random.default_rng(p.seed), torch.Generator().manual_seed(p.seed)
-        scenes, last = val_scenes(p.seed, p.val_scenes), min(p.steps, p.stop_at)
-
-        def validate(step: int, loss: float) -> dict:
-            jf = {f"source_jf_{k}": v for k, v in source_jf(model, scenes).items()}
-            return {"step": step, "loss": loss, **jf}
-
-        cfg = prompt_recipe(p)
+        last, cfg = min(p.steps, p.stop_at), prompt_recipe(p)
         batches = ((scene_batch(rng, p.clips, p.frames, p.max_objects), cfg) for _ in range(last))
-        return model, _optimise(model, p, last, p.steps, batches, gen, validate, report)
+        return model, _optimise(model, p, last, p.steps, batches, gen, {}, report)
 
 
 def joint(model, p: PretrainParams, report: Callable[[dict], None] = print) -> list[dict]:
@@ -166,38 +160,33 @@ def joint(model, p: PretrainParams, report: Callable[[dict], None] = print) -> l
         model.train()
         rng = np.random.default_rng([p.seed, 1])  # not the video stage's scenes again
         gen = torch.Generator().manual_seed(p.seed + 1)
-        scenes = val_scenes(p.seed, p.val_scenes)
-        image_cfg = dataclasses.replace(
-            prompt_recipe(p), prob_mask=0.0, prob_points=0.5, prob_box=0.5
-        )
+        video_cfg = prompt_recipe(p)
+        image_cfg = dataclasses.replace(video_cfg, prob_mask=0.0, prob_points=0.5, prob_box=0.5)
 
         def batches():
             for step in range(1, p.joint_steps + 1):
                 if step % 2:
                     yield image_batch(rng, p.clips, p.image_objects), image_cfg
                 else:
-                    yield scene_batch(rng, p.clips, p.frames, p.max_objects), prompt_recipe(p)
+                    yield scene_batch(rng, p.clips, p.frames, p.max_objects), video_cfg
 
-        def validate(step: int, loss: float) -> dict:
-            jf = {f"source_jf_{k}": v for k, v in source_jf(model, scenes).items()}
-            return {"stage": "joint", "step": step, "loss": loss, **jf}
-
-        steps = p.joint_steps
-        history = _optimise(model, p, steps, steps, batches(), gen, validate, report)
+        steps, tag = p.joint_steps, {"stage": "joint"}
+        history = _optimise(model, p, steps, steps, batches(), gen, tag, report)
         model.image_encoder.requires_grad_(True)
         return history
 
 
-def _optimise(model, p, last, schedule, batches, gen, validate, report) -> list[dict]:
+def _optimise(model, p, last, schedule, batches, gen, tag: dict, report) -> list[dict]:
     """`last` steps of a one-cycle schedule `schedule` steps long over the trainable
-    parameters; `batches` yields ((images, gt, obj_to_clip), prompt recipe). A record at
-    every `p.val_every` steps and at the last."""
+    parameters; `batches` yields ((images, gt, obj_to_clip), prompt recipe). At every
+    `p.val_every` steps and at the last, a record: `tag`, step, mean loss and the source
+    J&F per prompt on `val_scenes(p.seed, p.val_scenes)`."""
     trained = [param for param in model.parameters() if param.requires_grad]
     opt = torch.optim.AdamW(trained, lr=p.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=p.lr, total_steps=max(schedule, 2), pct_start=0.05
     )
-    history, start, running = [], time.time(), 0.0
+    scenes, history, start, running = val_scenes(p.seed, p.val_scenes), [], time.time(), 0.0
     for step, ((images, gt, owners), recipe) in enumerate(batches, start=1):
         plan = rollout.sample_plan(images.shape[1], recipe, gen)
         outputs = rollout.track(model, images, gt, owners, plan, recipe, gen)
@@ -209,7 +198,8 @@ def _optimise(model, p, last, schedule, batches, gen, validate, report) -> list[
         sched.step()
         running += float(loss.detach())
         if step % p.val_every == 0 or step == last:
-            record = validate(step, round(running / p.val_every, 3))
+            jf = {f"source_jf_{k}": v for k, v in source_jf(model, scenes).items()}
+            record = {**tag, "step": step, "loss": round(running / p.val_every, 3), **jf}
             report({**record, "seconds": round(time.time() - start)})
             history.append(record)
             running = 0.0
@@ -227,7 +217,7 @@ def finish(
         raise ValueError(
             f"{params_file}: source-domain J&F {final['source_jf_mask']:.3f} (mask prompt) at "
             f"step {final['step']} is below min_source_jf {p.min_source_jf}; no weights "
-            "written: try another seed or a later stop_at"
+            "written: try another seed, or more steps (stop_at, joint_steps)"
         )
     save_half(model, weights)
     write_json_atomic(metrics, {"final": final, "history": history})
