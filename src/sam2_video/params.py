@@ -262,7 +262,7 @@ class Params:
         "every `auto` value (checkpoint, model config, image and stored frame size, recipe)",
     )
     seed: int = _f(0, "seed of training and evaluation randomness")
-    lr: float = _f(5e-4, "peak learning rate of the trainable modules", ">0")
+    lr: float = _f(1e-3, "peak learning rate of the trainable modules", ">0")
     fetch: FetchParams = field(default_factory=FetchParams, metadata={"help": ""})
     shard: ShardParams = field(default_factory=ShardParams, metadata={"help": ""})
     train: TrainParams = field(default_factory=TrainParams, metadata={"help": ""})

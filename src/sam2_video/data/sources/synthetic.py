@@ -1,11 +1,14 @@
 """The embedded default dataset: synthetic video written to disk in COCO format.
 
 Two domains mirror the real job (SAM2.1 trained on generic video, tuned to a user's video):
-- `source`: distinct-looking objects (own shape and colour each) that move erratically;
-  appearance alone identifies an object, so a base pretrained here tracks by appearance.
-- `target`: look-alike objects (one shape and colour per video) that move smoothly, cross,
-  go behind an occluder and leave and re-enter the frame; only where an object *was*
-  (what the memory holds) tells the look-alikes apart.
+- `source`: distinct-looking objects (own shape and colour each) that jitter about a slow
+  drift; appearance alone identifies an object, and it stays near where it was seen, so a
+  base pretrained here tracks by appearance and searches near its memory.
+- `target`: look-alike objects (one shape and colour per video) that travel fast and
+  straight (about 3.5 times the source's net drift per frame), cross, go behind an occluder
+  and leave and re-enter the frame; only where an object *was*, and where it was heading
+  (what the memory holds), tells the look-alikes apart. The base falls behind them: that
+  gap is what fine-tuning the memory closes.
 
 `write_coco_video` writes real JPEG frames and a COCO JSON whose masks are compressed RLE,
 uncompressed RLE or polygons, so the default run takes exactly the code path of real data.
@@ -40,7 +43,7 @@ DOMAINS = {
         alike=False, speed=(0.0, 0.02), jitter=0.03, occluder_prob=0.0, leave_frame=False
     ),
     "target": Domain(
-        alike=True, speed=(0.015, 0.035), jitter=0.0, occluder_prob=0.3, leave_frame=True
+        alike=True, speed=(0.035, 0.055), jitter=0.0, occluder_prob=0.3, leave_frame=True
     ),
 }
 
