@@ -171,9 +171,10 @@ def joint(model, p: PretrainParams, report: Callable[[dict], None] = print) -> l
                     yield scene_batch(rng, p.clips, p.frames, p.max_objects), video_cfg
 
         steps, tag = p.joint_steps, {"stage": "joint"}
-        history = _optimise(model, p, steps, steps, batches(), gen, tag, report)
-        model.image_encoder.requires_grad_(True)
-        return history
+        try:
+            return _optimise(model, p, steps, steps, batches(), gen, tag, report)
+        finally:  # handed back trainable, as it came, even when a step fails
+            model.image_encoder.requires_grad_(True)
 
 
 def _optimise(model, p, last, schedule, batches, gen, tag: dict, report) -> list[dict]:
