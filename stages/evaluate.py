@@ -40,12 +40,14 @@ def main() -> None:
         )
     headline = run.headline_metrics(scores, p.prompts)
     write_json_atomic(METRICS / "eval.json", headline)
-    rows = run.per_clip_rows(scores, [c.name for c in clips], shown)
-    write_json_atomic(METRICS / "per_clip.json", rows)
+    names = [c.name for c in clips]
+    write_json_atomic(METRICS / "per_clip.json", run.per_clip_rows(scores, names, shown))
+    write_json_atomic(METRICS / "per_object.json", run.per_object_rows(scores, names))
     jf, base, gain = headline["jf"], headline["jf_base"], headline["jf_gain"]
+    lo, hi = headline[f"jf_gain_{shown}_lo"], headline[f"jf_gain_{shown}_hi"]
     print(
         f"evaluate: {len(clips)} clips on {device}, means over objects: jf {jf:.3f} "
-        f"(base {base:.3f}, gain {gain:+.3f})"
+        f"(base {base:.3f}, gain {gain:+.3f}, 95% interval [{lo:+.3f}, {hi:+.3f}])"
     )
 
 

@@ -20,13 +20,15 @@ import sam2_video
 from sam2_video import fit
 from sam2_video.data.shards import ShardReader
 from sam2_video.errors import run_stage
-from sam2_video.files import sha256_file, source_digest, write_json_atomic
+from sam2_video.files import sha256_file, source_digest, write_bytes_atomic, write_json_atomic
 from sam2_video.model import build
 from sam2_video.params import load_params
 
 RAW, SHARDS, MODEL = Path("data/raw"), Path("data/shards"), Path("data/model")
 CHECKPOINTS, LIVE_DIR = Path("data/checkpoints"), Path("dvclive/train")
 RUN_LOG = Path("logs/train.json")
+# the curves dvc.yaml plots (tests/test_train_stage.py checks the two lists agree)
+CURVES = ("train/loss", "train/lr_at_step", "val/jf")
 
 
 def code_digest() -> str:
@@ -46,6 +48,16 @@ def relaunch_under_torchrun(nproc: int) -> None:
         __file__,
     ]
     os.execvp(cmd[0], cmd)
+
+
+def write_empty_curves(metrics_dir: Path, curves: tuple[str, ...]) -> None:
+    """A header-only TSV for each curve no step logged (`train.steps: 0` logs no loss and no
+    lr), so the curves dvc.yaml plots exist and `dvc plots show` draws them empty."""
+    for name in curves:
+        path = metrics_dir / f"{name}.tsv"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(path, f"step\t{Path(name).name}\n".encode())
 
 
 def main() -> None:
@@ -75,20 +87,20 @@ def main() -> None:
     inputs = sha256_file(base) + sha256_file(SHARDS / "train" / "manifest.json") + code_digest()
     fingerprint = fit.fingerprint(p, f"{inputs}|world={world}")
     live = Live(str(LIVE_DIR), dvcyaml=False, save_dvc_exp=False) if rank == 0 else None
-    summary = {"steps": 0}
-    if p.train.steps > 0:
-        summary = fit.fit(
-            model,
-            train_reader,
-            val_reader,
-            p,
-            CHECKPOINTS / "resume.pt",
-            live,
-            device,
-            fingerprint,
-        )
+    # with train.steps 0 this only scores the base (step 0), which is then the written model
+    summary = fit.fit(
+        model,
+        train_reader,
+        val_reader,
+        p,
+        CHECKPOINTS / "resume.pt",
+        live,
+        device,
+        fingerprint,
+    )
     if rank == 0:
         MODEL.mkdir(parents=True, exist_ok=True)
+        CHECKPOINTS.mkdir(parents=True, exist_ok=True)  # an output, even when nothing was saved
         build.save_checkpoint(model, MODEL / "sam2_finetuned.pt")
         build.save_model_config(cfg, MODEL / "sam2_model.yaml")
         # wall-clock seconds and cache hits (a resumed run starts cold) describe the run, not
@@ -101,6 +113,7 @@ def main() -> None:
         live.summary.update(kept)
         live.make_summary()
         live.end()
+        write_empty_curves(LIVE_DIR / "plots" / "metrics", CURVES)
         print(f"train: done {summary}")
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -1,8 +1,12 @@
-"""The README's commands work as written: its own-data block, copied literally, runs in a fresh
-copy of the repo on a COCO-format video dataset this test writes into data/user."""
+"""The README's commands work as written. Every ```bash block of README.md is listed in
+BLOCKS by its first command line, either as run here (in a fresh copy of the repo with a
+reduced pipeline), run by another test, or not run, with the reason; a block that is not
+listed (a README command changed) fails `test_every_readme_block_is_run_or_says_why_not`."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import subprocess
@@ -12,6 +16,43 @@ from dvc_project import REPO, copy_project, init_git, project_env, reduced_param
 from stored import write_coco
 
 OWN_DATA = "<!-- own-data commands: tests/test_readme.py runs this block as written -->"
+EXPERIMENTS = "<!-- experiments commands: tests/test_readme.py runs this block as written -->"
+
+RUN_HERE = "run here"
+# each README ```bash block, by its first command line: what runs it, or why nothing does
+BLOCKS = {
+    "make repro": "not run: set-up plus the full default pipeline take minutes; CI runs "
+    "`make test` and `make repro-check` (the same pipeline) on every submission",
+    "dvc exp run -S lr=1e-4": RUN_HERE + ": test_experiments_commands_run_as_written",
+    "dvc exp show --drop": "run by tests/test_pipeline_sam21.py (the compare command)",
+    "sam2-video check data/user/train.json data/user": RUN_HERE
+    + ": test_own_data_commands_run_as_written",
+    "dvc exp run -S model=sam2.1_hiera_small": "not run: needs GPUs and a SAM2.1 checkpoint "
+    "download; its CPU twin (SAM2.1 architecture, random weights) is tests/test_pipeline_sam21.py",
+    "PYTHONPATH=src torchrun --nnodes=2": "not run: needs two machines; one machine x 2 "
+    "processes of the same script is tests/test_fit.py's DDP test",
+    "dvc repro": "not run as one block: a 2-worker sweep, a remote and placeholders (<name>); "
+    "each command is run by tests/test_reproducibility.py (sweep, exp show --csv/--md, apply, "
+    "push/pull through a directory remote)",
+}
+
+
+def bash_blocks(text: str) -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", text, re.S)
+
+
+def first_command(block: str) -> str:
+    return next(line for line in block.splitlines() if line.strip() and not line.startswith("#"))
+
+
+def test_every_readme_block_is_run_or_says_why_not():
+    firsts = [first_command(b) for b in bash_blocks((REPO / "README.md").read_text())]
+    listed = {first: next((k for k in BLOCKS if first.startswith(k)), None) for first in firsts}
+    unlisted = [first for first, key in listed.items() if key is None]
+    assert not unlisted, f"README blocks this test does not know (add them to BLOCKS): {unlisted}"
+    stale = set(BLOCKS) - set(listed.values())
+    assert not stale, f"BLOCKS lists blocks README.md no longer has: {stale}"
+    print("\n".join(f"{key}: {BLOCKS[key]}" for key in listed.values()))
 
 
 def fenced_block_after(marker: str, text: str) -> str:
@@ -56,3 +97,40 @@ def test_own_data_commands_run_as_written(tmp_path):
     header = next(line for line in table if "Experiment" in line and "jf_gain" in line)
     assert header.split()[:4] == ["Experiment", "jf", "jf_base", "jf_gain"]
     assert "coco_video" in out.stdout
+
+
+@pytest.mark.slow
+def test_experiments_commands_run_as_written(tmp_path):
+    """The Experiments block after a `dvc repro`: another lr, the zero-shot baseline
+    (`train.steps=0`: the base is the written model, jf_gain 0), `dvc plots show`."""
+    commands = fenced_block_after(EXPERIMENTS, (REPO / "README.md").read_text())
+    assert "train.steps=0" in commands and "dvc plots show" in commands
+    root = tmp_path / "clone"
+    root.mkdir()
+    copy_project(root, reduced_params(train_steps=2))
+    init_git(root, "README Test")
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "a fresh clone"], root)
+    env = project_env(root, threads=1)
+    subprocess.run(["dvc", "repro"], cwd=root, env=env, check=True, capture_output=True)
+
+    out = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", commands],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    # the last experiment (train.steps=0) is the workspace now: the base scored alone
+    metrics = json.loads((root / "metrics" / "eval.json").read_text())
+    assert metrics["jf_gain"] == 0 and metrics["jf"] == metrics["jf_base"]
+    summary = json.loads((root / "dvclive" / "train" / "metrics.json").read_text())
+    assert summary["steps"] == 0 and summary["best_step"] == 0
+    assert (root / "dvc_plots" / "index.html").is_file()
+    keep = "^(Experiment|train.steps|jf|jf_base|jf_gain)$"
+    table = run(["dvc", "exp", "show", "--csv", "--drop", ".*", "--keep", keep], root).stdout
+    print(table)
+    rows = list(csv.DictReader(io.StringIO(table)))
+    zero_shot = [r for r in rows if r["train.steps"] == "0"]
+    assert zero_shot and all(float(r["jf_gain"]) == 0 for r in zero_shot)

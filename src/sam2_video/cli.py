@@ -314,6 +314,37 @@ def _run_repro_check(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+# ---- compare -----------------------------------------------------------------------------
+
+
+def _add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "a",
+        help="experiment(s) A: names as `dvc exp show` lists them, git revisions or "
+        "'workspace'; comma-separated for a group (e.g. one run per seed)",
+    )
+    parser.add_argument("b", help="experiment(s) B, as A")
+    parser.add_argument("--prompt", default="mask", help="first-frame prompt type (mask)")
+    parser.add_argument(
+        "--key", default="jf", choices=("jf", "jf_base"), help="score compared (jf: fine-tuned)"
+    )
+    parser.add_argument("--repo", type=Path, default=Path("."), help="the project (default .)")
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from sam2_video.evaluate.experiments import compare
+
+    a, b = args.a.split(","), args.b.split(",")
+    diff = compare(args.repo, a, b, args.prompt, args.key)
+    print(
+        f"{args.key} ({args.prompt} prompt), A - B, mean over {diff.objects} objects of "
+        f"{diff.videos} videos: {diff.estimate:+.4f}, 95% interval "
+        f"[{diff.low:+.4f}, {diff.high:+.4f}] (A: {len(a)} run(s), B: {len(b)} run(s))"
+    )
+    print(diff.verdict(args.a, args.b))
+    return 0
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
     "check": Subcommand(
         help="lint a COCO-format dataset: every problem as file:field: severity: message "
@@ -346,6 +377,13 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "vos_inference.py builds it, on the validation clips (exit 1 above the tolerance)",
         add_arguments=_add_parity_arguments,
         run=_run_parity,
+    ),
+    "compare": Subcommand(
+        help="A vs B (experiments, or groups of them such as seeds) by their per-object "
+        "J&F: the paired difference, its 95%% interval (bootstrap over videos) and whether "
+        "it is resolved",
+        add_arguments=_add_compare_arguments,
+        run=_run_compare,
     ),
     "repro-check": Subcommand(
         help="after `dvc repro`: data outputs hash-equal to the committed dvc.lock, metrics "

@@ -227,6 +227,13 @@ def fit(
         print(f"train: resuming from step {run.step} ({checkpoint})")
     for record in run.history:  # replay curves of the interrupted run
         log_step(live, record)
+    if not run.history:
+        # the base at step 0 is a candidate too: the shipped model is never worse than it
+        # on this validation, and `train.steps: 0` still draws the validation curve
+        jf = _validate_and_track_best(model, val_reader, s, device, run, rank, world)
+        record = {"step": 0, "val/jf": jf}
+        run.history.append(record)
+        log_step(live, record)
 
     # item k of the dataset is micro-batch k; a resumed run starts where the last stopped
     batches = StepBatches(
@@ -291,6 +298,11 @@ def fit(
             print(f"train: early stop at step {run.step}: no J&F gain in {run.stalled} checks")
             break
     bar.close()
+    if run.best_step == 0:
+        print(
+            f"train: the base (step 0) scored best on validation (J&F {run.best_jf:.4f}): "
+            "it is the model this stage writes"
+        )
     summary = {
         "steps": run.step,
         "best_step": run.best_step,

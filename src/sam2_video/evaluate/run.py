@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sam2_video.evaluate import metrics
+from sam2_video.evaluate import metrics, uncertainty
 from sam2_video.evaluate.predict import predict_clip
 from sam2_video.model import build
 from sam2_video.params import EvaluateParams
@@ -50,7 +50,8 @@ def headline_metrics(scores: dict, prompts) -> dict[str, float]:
     semi-supervised protocol; `jf_gain` is their difference. Means are over all objects of
     all clips (DAVIS-2017). The first prompt type also gets the toolkit's recall and decay
     (`j_recall`, `j_decay`, `f_recall`, `f_decay`, and `_base` twins). Every prompt type
-    gets `jf_<prompt>`, `jf_base_<prompt>` and `jf_gain_<prompt>`.
+    gets `jf_<prompt>`, `jf_base_<prompt>` and `jf_gain_<prompt>`, with the gain's 95 %
+    interval `jf_gain_<prompt>_lo` .. `jf_gain_<prompt>_hi` (bootstrap paired over videos).
     """
     out: dict[str, float] = {}
     for model, suffix in (("finetuned", ""), ("base", "_base")):
@@ -62,7 +63,28 @@ def headline_metrics(scores: dict, prompts) -> dict[str, float]:
     out["jf_gain"] = out["jf"] - out["jf_base"]
     for p in prompts:
         out[f"jf_gain_{p}"] = out[f"jf_{p}"] - out[f"jf_base_{p}"]
+        gain = gain_interval(scores, p)
+        out[f"jf_gain_{p}_lo"], out[f"jf_gain_{p}_hi"] = gain.low, gain.high
     return {k: round(v, 4) for k, v in sorted(out.items())}
+
+
+def gain_interval(scores: dict, prompt: str) -> uncertainty.Interval:
+    """The fine-tuned model's J&F minus the base's, per object, with its interval."""
+    per_video = {m: [clip["jf"] for clip in scores[m][prompt]] for m in ("finetuned", "base")}
+    return uncertainty.paired_difference([per_video["finetuned"]], [per_video["base"]])
+
+
+def per_object_rows(scores: dict, clip_names: list[str]) -> list[dict]:
+    """One row per (prompt, clip, object): base and fine-tuned J&F, what `sam2-video
+    compare` pairs across experiments."""
+    rows = []
+    for prompt in scores["base"]:
+        for i, name in enumerate(clip_names):
+            base, tuned = scores["base"][prompt][i]["jf"], scores["finetuned"][prompt][i]["jf"]
+            for o, (b, t) in enumerate(zip(base, tuned, strict=True)):
+                row = {"prompt": prompt, "clip": name, "object": o}
+                rows.append(row | {"jf_base": float(b), "jf": float(t)})
+    return rows
 
 
 def per_clip_rows(scores: dict, clips_names: list[str], prompt: str) -> list[dict]:
