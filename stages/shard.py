@@ -1,4 +1,5 @@
-"""shard: the source described by data/raw/source.json -> source shards in data/shards/{train,val}.
+"""shard: the source described by data/raw/source.json -> source shards in
+data/shards/{train,tune,val} (tune: held out of train for train-time validation).
 
 COCO-format video and DAVIS folders give videos; static COCO images give one-frame
 sources (made into pseudo-video when clips are read). Without a val split, the last
@@ -45,7 +46,23 @@ def split_sources(source: dict, p: ShardParams) -> dict[str, list]:
                 "a validation split; add data or a val.json"
             )
         splits = {"train": items[:-n_val], "val": items[-n_val:]}
-    return splits
+    return hold_out_tune(splits, p.tune_fraction)
+
+
+def hold_out_tune(splits: dict[str, list], fraction: float) -> dict[str, list]:
+    """The last `fraction` of the train split (at least one) as the `tune` split: the
+    train stage's validation (best step, early stop), kept apart from the val split that
+    evaluate scores, so the reported numbers are not selected on their own test set."""
+    if fraction == 0:
+        return splits
+    items = splits["train"]
+    n_tune = max(1, math.ceil(len(items) * fraction))
+    if n_tune >= len(items):
+        raise ValueError(
+            f"params.yaml: shard.tune_fraction: {len(items)} training videos/images are too "
+            "few to hold some out for train-time validation; add data or set it to 0"
+        )
+    return {**splits, "train": items[:-n_tune], "tune": items[-n_tune:]}
 
 
 def main() -> None:

@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def reduced_params(train_steps: int) -> dict:
-    """params.yaml overrides that make the whole pipeline run in seconds."""
+    """params.yaml overrides that make the whole pipeline run in seconds, on the CPU on any
+    machine (on a GPU `auto` would train in bf16: the byte-identity checks need the CPU)."""
     return {
         "fetch": {"synthetic": {"train_videos": 3, "val_videos": 2, "num_frames": 6}},
         "shard": {"clip_length": 4, "stride": 2, "workers": 1},
@@ -25,8 +26,9 @@ def reduced_params(train_steps: int) -> dict:
             "val_clips": 1,
             "checkpoint_every": 2,
             "warmup_steps": 1,
+            "device": "cpu",
         },
-        "evaluate": {"max_clips": 2, "prompts": ["mask", "box"]},
+        "evaluate": {"max_clips": 2, "prompts": ["mask", "box"], "device": "cpu"},
         "render": {"num_clips": 1},
     }
 

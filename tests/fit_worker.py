@@ -1,7 +1,8 @@
 """Train the tiny model for a few steps on in-memory clips; run directly or under torchrun.
 
 Used by test_fit.py to compare a 2-process gloo DDP run with a 1-process run on the same
-global batch. Usage: fit_worker.py OUT.pt STEPS PER_PROCESS_BATCH CHECKPOINT
+global batch, and (DEVICE cuda: NCCL, a GPU per process) to run DDP on GPUs.
+Usage: fit_worker.py OUT.pt STEPS PER_PROCESS_BATCH CHECKPOINT [DEVICE: cpu (default) or cuda]
 """
 
 from __future__ import annotations
@@ -88,16 +89,14 @@ def tiny_model() -> torch.nn.Module:
 
 def main() -> None:
     out, steps, batch, checkpoint = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-    if "WORLD_SIZE" in __import__("os").environ:
-        dist.init_process_group("gloo")
-    torch.use_deterministic_algorithms(True)
+    # as the train stage: under torchrun a process group, gloo on the CPU, nccl on GPUs
+    device, _, world = fit.setup_process(sys.argv[5] if len(sys.argv) > 5 else "cpu")
+    torch.use_deterministic_algorithms(device.type == "cpu")
     model = tiny_model()
     clips = make_clips(4)
     s = settings(steps, batch)
-    world = dist.get_world_size() if dist.is_initialized() else 1
     fingerprint = fit.fingerprint(s, str(world))
-    cpu = torch.device("cpu")
-    fit.fit(model, FixedClips(clips), clips[:1], s, Path(checkpoint), None, cpu, fingerprint)
+    fit.fit(model, FixedClips(clips), clips[:1], s, Path(checkpoint), None, device, fingerprint)
     if not dist.is_initialized() or dist.get_rank() == 0:
         torch.save(fit.trainable_state(model), out)
     if dist.is_initialized():

@@ -5,6 +5,7 @@ from sam2_video.model import build, rollout
 from sam2_video.model.feature_cache import (
     SAM_FPN,
     EncoderCache,
+    concat,
     encode_clip,
     encoder_is_frozen,
     projections_are_frozen,
@@ -22,7 +23,8 @@ def _keys(*clips: str, frames: int = 3) -> list[tuple[str, ...]]:
 
 
 def _flat(encoded) -> list[torch.Tensor]:
-    return [encoded["vision_features"], *encoded["vision_pos_enc"], *encoded["backbone_fpn"]]
+    """What SAM2 reads of an encoder output: features, and the top level's position encoding."""
+    return [encoded["vision_features"], encoded["vision_pos_enc"][-1], *encoded["backbone_fpn"]]
 
 
 def test_a_hit_returns_exactly_what_a_miss_computed_in_batch_order(tiny_model):
@@ -48,10 +50,11 @@ def test_least_recently_used_clip_is_dropped_at_the_byte_limit(tiny_model):
     probe.encode(tiny_model, images, _keys("probe"))
     one_clip = probe.bytes
     # the encoder's outputs, with vision_features (= the last fpn level) and all frames'
-    # equal position encodings counted once
+    # equal top-level position encodings counted once; the finer levels' placeholders: 1 value
     enc = encode_clip(tiny_model, images[0])
     fpn = sum(t.numel() * 4 for t in enc["backbone_fpn"])
-    pos = sum(t[:1].numel() * 4 for t in enc["vision_pos_enc"])
+    *finer, top = enc["vision_pos_enc"]
+    pos = top[:1].numel() * 4 + len(finer) * 4
     assert one_clip == fpn + pos
     cache = EncoderCache(max_bytes=2 * one_clip)
     for name in ("a", "b", "a", "c"):  # "a" is used again, so "b" is the oldest when "c" comes
@@ -110,10 +113,10 @@ def test_frozen_decoder_projections_are_cached_as_forward_image_applies_them(tin
         whole = tiny_model.forward_image(images.flatten(0, 1))  # SAM2's own projection
     d_model = tiny_model.image_encoder.neck.d_model
     assert whole["backbone_fpn"][0].shape[1] < d_model  # conv_s0 did project the level
-    for key, ref in (("vision_pos_enc", "vision_pos_enc"), (SAM_FPN, "backbone_fpn")):
-        for x, y, z in zip(first[key], again[key], whole[ref], strict=True):
-            assert torch.equal(x, y)
-            torch.testing.assert_close(x, z, atol=1e-5, rtol=1e-5)
+    top = [enc["vision_pos_enc"][-1] for enc in (first, again, whole)]  # the one read
+    for x, y, z in [*zip(first[SAM_FPN], again[SAM_FPN], whole["backbone_fpn"], strict=True), top]:
+        assert torch.equal(x, y)
+        torch.testing.assert_close(x, z, atol=1e-5, rtol=1e-5)
     # the shared position encodings of the two clips stay one tensor, not a copy per frame
     assert all(pe.stride(0) == 0 for pe in first["vision_pos_enc"])
 
@@ -127,3 +130,30 @@ def test_trainable_decoder_projections_get_raw_levels_and_gradients(tiny_model):
     feats, _, _ = rollout.image_features(tiny_model, images[0], False, encoded)
     feats[0].sum().backward()  # the decoder reads conv_s0's output, with its graph
     assert tiny_model.sam_mask_decoder.conv_s0.weight.grad.abs().sum() > 0
+
+
+def test_finer_position_encodings_are_kept_as_shapes_and_tracking_is_bit_identical(tiny_model):
+    """Only the top level's position encoding is read (rollout.track, SAM2's _track_step):
+    the finer levels become zero-storage placeholders of the same shape, and tracking on
+    them gives the very same bits as on the full encodings."""
+    build.set_trainable(tiny_model, ["memory_attention", "memory_encoder"])
+    images, gt = _images(2, frames=3), square_masks(3, 2)
+    owners = torch.tensor([0, 1])
+    cache = EncoderCache(2**30)
+    cached = cache.encode(tiny_model, images, _keys("a", "b"))
+    full = concat([encode_clip(tiny_model, clip) for clip in images])
+    assert len(full["vision_pos_enc"]) > 1  # the tiny model has finer levels
+    for kept, ref in zip(cached["vision_pos_enc"][:-1], full["vision_pos_enc"][:-1], strict=True):
+        assert kept.shape == ref.shape and not any(kept.stride())
+        assert kept.untyped_storage().nbytes() == kept.element_size()
+    assert torch.equal(cached["vision_pos_enc"][-1], full["vision_pos_enc"][-1])
+    cfg = sam2_train(num_correction_clicks=1)
+    for kind in ("mask", "points"):
+        plan = rollout.Plan(cond_frames=(0,), kind=kind, correction_frames=(0,)[: kind != "mask"])
+        runs = []
+        for encoded in (full, cached):
+            gen = torch.Generator().manual_seed(1)
+            runs.append(rollout.track(tiny_model, images, gt, owners, plan, cfg, gen, encoded))
+            sum(f.logits.sum() for f in runs[-1]).backward()
+        for a, b in zip(*runs, strict=True):
+            assert torch.equal(a.logits, b.logits)

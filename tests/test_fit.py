@@ -219,3 +219,85 @@ def test_fit_on_cuda_updates_the_weights_as_on_cpu(tmp_path):
     print(f"update cosine vs CPU: cuda fp32 {fp32:.4f}, cuda bf16 {bf16:.4f}")
     assert fp32 > 0.95
     assert bf16 > 0.8
+
+
+# -- processes, devices and DDP (issue 27) ---------------------------------------------------
+def test_collectives_live_on_the_process_groups_device(monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert fit.collective_device("nccl") == torch.device("cuda", 1)  # NCCL: no CPU tensors
+    assert fit.collective_device("gloo") == torch.device("cpu")
+
+
+def test_validation_broadcast_and_object_mean_use_the_collective_device(monkeypatch):
+    """Under NCCL a CPU tensor in a collective crashes every multi-GPU run: both collectives of
+    fit must place their tensor where collective_device says (meta here: no GPU needed)."""
+    seen = []
+
+    def collective(tensor, *args, **kwargs):
+        seen.append(tensor.device)
+        raise InterruptedError  # a meta tensor has no value to read back
+
+    monkeypatch.setattr(fit, "collective_device", lambda backend=None: torch.device("meta"))
+    monkeypatch.setattr(fit.dist, "broadcast", collective)
+    monkeypatch.setattr(fit.dist, "all_reduce", collective)
+    for call in (lambda: fit._broadcast(0.5, world=2), lambda: fit.mean_objects_over_ranks(3, 2)):
+        with pytest.raises(InterruptedError):
+            call()
+    assert seen == [torch.device("meta")] * 2
+
+
+def test_each_rank_gets_its_own_gpu_whatever_the_device_name():
+    from sam2_video.model import build
+
+    for name in ("cuda", "cuda:0", "cuda:1"):
+        assert build.rank_device(name, local_rank=1, world=2) == torch.device("cuda", 1)
+    assert build.rank_device("cuda:1", local_rank=0, world=1) == torch.device("cuda", 1)
+    assert build.rank_device("cpu", local_rank=1, world=2) == torch.device("cpu")
+
+
+def test_more_processes_than_gpus_is_refused_before_any_work(monkeypatch, tmp_path):
+    from sam2_video.model import build
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"train.nproc_per_node 2 is more than the 1 GPU"):
+        build.check_gpu_count("cuda:0", 2)
+    build.check_gpu_count("cuda", 1)
+    build.check_gpu_count("cpu", 8)  # gloo processes on the CPU: any number
+    monkeypatch.undo()
+
+    from test_errors import stage  # the train stage itself, in an empty folder: one line, exit 1
+
+    gpus = torch.cuda.device_count()
+    done = stage("train", tmp_path, {"train.device": "cuda", "train.nproc_per_node": gpus + 1})
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert f"train.nproc_per_node {gpus + 1} is more than the {gpus} GPU" in done.stderr
+
+
+def test_default_trainable_parameters_all_get_gradients_so_ddp_skips_the_search():
+    """Every parameter of params.yaml's trainable modules gets a gradient in a step of each
+    prompt kind (corrections too): DDP needs no per-step search for unused parameters."""
+    import dataclasses
+
+    import fit_worker
+
+    from sam2_video.data.loader import StepBatches
+    from sam2_video.model import build, rollout
+    from sam2_video.params import defaults
+
+    t = dataclasses.replace(defaults().train, num_correction_clicks=1, image_size=64)
+    tiny_model = fit_worker.tiny_model()  # 64 px
+    build.set_trainable(tiny_model, t.trainable_modules)
+    assert not fit.ddp_finds_unused(tiny_model, t)
+    forward = fit.ClipForward(tiny_model, t)
+    batch = StepBatches(FixedClips(fit_worker.make_clips(2)), 2, 64, 0, 0, 1, steps=1)[0]
+    for kind in ("mask", "points", "box"):
+        tiny_model.zero_grad(set_to_none=True)
+        plan = rollout.Plan(cond_frames=(0,), kind=kind, correction_frames=(0,)[: kind != "mask"])
+        forward(batch, plan, torch.Generator().manual_seed(0), 2.0)["total"].backward()
+        unused = [n for n, w in tiny_model.named_parameters() if w.requires_grad and w.grad is None]
+        assert unused == [], kind
+    # a part some steps skip (point embeddings in a mask step), or clips whose every frame
+    # may be prompted (no frame reads the memory): DDP must search
+    assert fit.ddp_finds_unused(tiny_model, dataclasses.replace(t, max_cond_frames=8))
+    build.set_trainable(tiny_model, [*t.trainable_modules, "sam_prompt_encoder"])
+    assert fit.ddp_finds_unused(tiny_model, t)

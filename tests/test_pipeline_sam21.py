@@ -29,8 +29,9 @@ SMALL = {
         "val_clips": 1,
         "checkpoint_every": 2,
         "warmup_steps": 1,
+        "device": "cpu",
     },
-    "evaluate": {"max_clips": 1, "prompts": ["mask", "points"]},
+    "evaluate": {"max_clips": 1, "prompts": ["mask", "points"], "device": "cpu"},
     "render": {"num_clips": 1},
 }
 

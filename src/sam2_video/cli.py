@@ -12,6 +12,7 @@ as usual.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -298,7 +299,13 @@ def _add_repro_check_arguments(parser: argparse.ArgumentParser) -> None:
         "--tolerance",
         type=float,
         required=True,
-        help="largest absolute difference allowed per metric",
+        help="largest absolute difference allowed for a metric --tolerances does not name",
+    )
+    parser.add_argument(
+        "--tolerances",
+        type=Path,
+        help='JSON {"<metrics file>:<key>": tolerance} (bench/tolerances.json: the spread '
+        "measured by `python -m bench.numerics`)",
     )
     parser.add_argument("--ref", default="HEAD", help="git ref of the committed run")
 
@@ -306,11 +313,19 @@ def _add_repro_check_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_repro_check(args: argparse.Namespace) -> int:
     from sam2_video.repro_check import check_reproduction
 
-    problems = check_reproduction(args.repo_dir, args.tolerance, ref=args.ref)
+    per_metric = None
+    if args.tolerances is not None:
+        per_metric = json.loads(args.tolerances.read_text())
+    problems = check_reproduction(
+        args.repo_dir, args.tolerance, ref=args.ref, per_metric=per_metric
+    )
     for problem in problems:
         print(problem)
     verdict = f"{len(problems)} problem(s)" if problems else "reproduces"
-    print(f"repro-check against {args.ref} (metric tolerance {args.tolerance}): {verdict}")
+    rule = f"metric tolerance {args.tolerance}" + (
+        f", per metric from {args.tolerances}" if per_metric else ""
+    )
+    print(f"repro-check against {args.ref} ({rule}): {verdict}")
     return 1 if problems else 0
 
 

@@ -72,7 +72,9 @@ def _f(default: Any, help: str, check: str | None = None) -> Any:
 @dataclass(frozen=True)
 class SyntheticParams:
     seed: int = _f(0, "seed of the generated dataset (data, not training)")
-    train_videos: int = _f(48, "videos generated for the train split", ">0")
+    train_videos: int = _f(
+        56, "videos generated for the train split (shard.tune_fraction of them: tune)", ">0"
+    )
     val_videos: int = _f(24, "videos generated for the validation split", ">0")
     num_frames: int = _f(16, "frames per generated video", ">0")
     min_objects: int = _f(2, "fewest objects in a generated video", ">0")
@@ -146,6 +148,13 @@ class ShardParams:
     )
     workers: int = _f(2, "parallel worker processes", ">0")
     include_crowd: bool = _f(False, "keep COCO crowd annotations as objects (static images)")
+    tune_fraction: float = _f(
+        0.15,
+        "share of the train split's videos/images held out (the last ones, at least 1) for "
+        "train-time validation (best step, early stop), so evaluate's val split never picks "
+        "the model; 0: no train-time validation, the last step is the model",
+        "0..1",
+    )
     motion: MotionParams = field(default_factory=MotionParams, metadata={"help": ""})
 
 

@@ -52,10 +52,14 @@ def check_reproduction(
     tolerance: float,
     ref: str = "HEAD",
     data_stages: tuple[str, ...] = DATA_STAGES,
+    per_metric: dict[str, float] | None = None,
 ) -> list[Problem]:
-    """Every way the workspace of `repo_dir` fails to reproduce the run committed at `ref`."""
-    if tolerance < 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    """Every way the workspace of `repo_dir` fails to reproduce the run committed at `ref`.
+
+    `per_metric`: {"<metrics file>:<dotted key>": tolerance} for the keys it names (the
+    spread measured by `python -m bench.numerics`); `tolerance` for every other key."""
+    if tolerance < 0 or any(t < 0 for t in (per_metric or {}).values()):
+        raise ValueError(f"tolerances must be >= 0, got {tolerance} and {per_metric}")
     repo = Path(repo_dir)
     if not (repo / "dvc.yaml").is_file():
         raise FileNotFoundError(f"{repo / 'dvc.yaml'}: not found; pass the project's root")
@@ -74,7 +78,7 @@ def check_reproduction(
     for stage in data_stages:
         problems += data_stage_problems(stage, committed_lock, current_lock, ref, cache)
     for stage, path in declared_metrics(repo / "dvc.yaml"):
-        problems += metrics_problems(repo, stage, path, ref, tolerance)
+        problems += metrics_problems(repo, stage, path, ref, tolerance, per_metric)
     return problems
 
 
@@ -171,7 +175,7 @@ def _lock_params(stage_entry: dict) -> dict[str, Any]:
     """{"params.yaml:shard.max_objects": 3, ...} from a lock entry's params section."""
     flat: dict[str, Any] = {}
     for params_file, values in stage_entry.get("params", {}).items():
-        flat.update(_flatten(values, f"{params_file}:"))
+        flat.update(flatten_metrics(values, f"{params_file}:"))
     return flat
 
 
@@ -212,7 +216,12 @@ def declared_metrics(dvc_yaml: Path) -> list[tuple[str, str]]:
 
 
 def metrics_problems(
-    repo: Path, stage: str, path: str, ref: str, tolerance: float
+    repo: Path,
+    stage: str,
+    path: str,
+    ref: str,
+    tolerance: float,
+    per_metric: dict[str, float] | None = None,
 ) -> list[Problem]:
     """Keys of metrics file `path` missing on one side, or further apart than `tolerance`."""
     committed_text = _git_show(repo, ref, path)
@@ -227,13 +236,14 @@ def metrics_problems(
     current_file = repo / path
     if not current_file.is_file():
         return [Problem(stage, path, "missing from the workspace: run `dvc repro`")]
-    old = _flatten(json.loads(committed_text))
-    new = _flatten(json.loads(current_file.read_text()))
+    old = flatten_metrics(json.loads(committed_text))
+    new = flatten_metrics(json.loads(current_file.read_text()))
     problems = []
     for key in sorted(old.keys() | new.keys()):
         if key.rsplit(".", 1)[-1] in VOLATILE_METRICS:
             continue
-        message = _metric_difference(old.get(key), new.get(key), tolerance, ref)
+        allowed = (per_metric or {}).get(f"{path}:{key}", tolerance)
+        message = _metric_difference(old.get(key), new.get(key), allowed, ref)
         if message:
             problems.append(Problem(stage, path, f"{key}: {message}"))
     return problems
@@ -259,12 +269,12 @@ def _is_number(value: Any) -> bool:
 # ---- small helpers ---------------------------------------------------------------------------
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+def flatten_metrics(tree: dict, prefix: str = "") -> dict[str, Any]:
     """Nested dicts as dotted keys: {"train": {"loss": 1.0}} -> {"train.loss": 1.0}."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten_metrics(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat

@@ -169,3 +169,25 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
         name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
+
+
+def rank_device(name: str, local_rank: int = 0, world: int = 1) -> torch.device:
+    """This process's device: `pick_device`'s, except that under torchrun (world > 1) any
+    CUDA name (`cuda`, `cuda:0`, ...) means the process's own GPU, cuda:LOCAL_RANK."""
+    device = pick_device(name, local_rank)
+    if device.type == "cuda" and world > 1:
+        return torch.device("cuda", local_rank)
+    return device
+
+
+def check_gpu_count(name: str, nproc_per_node: int) -> None:
+    """Refuse `train.nproc_per_node` processes on CUDA when fewer GPUs are visible."""
+    if pick_device(name).type != "cuda":
+        return
+    visible = torch.cuda.device_count()
+    if nproc_per_node > visible:
+        raise ValueError(
+            f"params.yaml: train.nproc_per_node {nproc_per_node} is more than the {visible} "
+            f"GPU(s) visible for train.device {name}; set train.nproc_per_node <= {visible}, "
+            "make more GPUs visible (CUDA_VISIBLE_DEVICES) or set train.device cpu"
+        )

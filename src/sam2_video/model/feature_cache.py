@@ -14,6 +14,9 @@ cache) trains bit-identically to an uninterrupted one (warm cache). (Frames are 
 one by one: encoding them singly multiplies the encoder's operator calls by T, and a frame
 encoded within different batches need not give the same bits.)
 
+Of the position encodings only the top level's is kept (the finer levels' shapes are
+all SAM2 reads of them: see _share_position_encodings).
+
 When the mask decoder's high-resolution projections (conv_s0/s1) are frozen as well, the
 cache keeps their output instead of the two finest encoder levels (as SAM2Base.forward_image
 does before its clicks): a hit skips them too, and the finest level shrinks 8x (64 -> 8
@@ -64,24 +67,35 @@ def _nbytes(out: Encoded) -> int:
 
 
 def _share_position_encodings(out: Encoded) -> Encoded:
-    """Keep one frame's copy of each position encoding when all frames' are equal.
+    """The top level's position encoding, one frame's copy when all frames' are equal; the
+    finer levels' as shape-only placeholders.
 
     SAM2's sine encodings depend on the feature-map shape only: storing them per frame would
-    double the cache for nothing. Checked, not assumed, so another encoder stays correct.
+    double the cache for nothing (checked, not assumed, so another encoder stays correct).
+    Of the finer levels SAM2Base reads the shape only (_prepare_backbone_features takes
+    feat_sizes from it; _track_step and the memory path read the top level's encoding):
+    a zero expanded to that shape holds 1 value instead of the finest level's C*H*W.
     """
-    shared = []
-    for pe in out["vision_pos_enc"]:  # (T, C, H, W)
-        first = pe[:1]
-        shared.append(first.clone().expand_as(pe) if torch.equal(pe, first.expand_as(pe)) else pe)
-    return {**out, "vision_pos_enc": shared}
+    *finer, top = out["vision_pos_enc"]  # (T, C, H, W) each
+    first = top[:1]
+    if torch.equal(top, first.expand_as(top)):
+        top = first.clone().expand_as(top)
+    placeholders = [pe.new_zeros(()).expand(pe.shape) for pe in finer]
+    return {**out, "vision_pos_enc": [*placeholders, top]}
+
+
+def _one_frame(shared: torch.Tensor) -> torch.Tensor:
+    """What a tensor expanded over frames holds: one frame, or one value for a placeholder
+    (every stride 0)."""
+    return shared.reshape(-1)[:1] if not any(shared.stride()) else shared[:1]
 
 
 def _join(parts: list[torch.Tensor]) -> torch.Tensor:
     """torch.cat along dim 0, except that per-frame copies of one shared tensor (see
     _share_position_encodings) stay one shared tensor instead of being copied out."""
     first = parts[0]
-    shared = all(p.stride(0) == 0 for p in parts) and all(
-        torch.equal(p[:1], first[:1]) for p in parts[1:]
+    shared = all(p.stride(0) == 0 and p.shape[1:] == first.shape[1:] for p in parts) and all(
+        torch.equal(_one_frame(p), _one_frame(first)) for p in parts[1:]
     )
     if shared:
         return first[:1].expand(sum(p.shape[0] for p in parts), *first.shape[1:])
