@@ -62,14 +62,11 @@ def write_empty_curves(metrics_dir: Path, curves: tuple[str, ...]) -> None:
 
 def main() -> None:
     p = load_params()
+    build.check_gpu_count(p.train.device, p.train.nproc_per_node)  # before any work
     if p.train.nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
         relaunch_under_torchrun(p.train.nproc_per_node)
-    world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = build.pick_device(p.train.device, local_rank)
-    if world > 1:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    rank = dist.get_rank() if dist.is_initialized() else 0
+    # world: WORLD_SIZE, set by torchrun; each process on its own GPU (cuda:LOCAL_RANK)
+    device, rank, world = fit.setup_process(p.train.device)
     torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
 
     base = RAW / "base_checkpoint.pt"

@@ -12,7 +12,9 @@ that resumes ends where an uninterrupted one would, with the same DVCLive histor
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +29,7 @@ from sam2_video.data.loader import Batch, StepBatches, TrainingSources
 from sam2_video.evaluate import metrics
 from sam2_video.evaluate.predict import predict_clip
 from sam2_video.files import atomic_path, sha256_bytes
-from sam2_video.model import feature_cache, losses, rollout, transforms
+from sam2_video.model import build, feature_cache, losses, rollout, transforms
 from sam2_video.params import Params, TrainParams, to_dict
 
 
@@ -81,13 +83,67 @@ class ClipForward(torch.nn.Module):
         return losses.clip_losses(frames, batch.gt, t, num_objects)
 
 
-def mean_objects_over_ranks(count: int, world: int, device) -> float:
+def collective_device(backend: str | None = None) -> torch.device:
+    """Where this process's collective tensors live: NCCL moves CUDA tensors only, so this
+    process's GPU (cuda:LOCAL_RANK, as `setup_process` picks it); gloo, the CPU.
+    `backend`: the process group's (dist.get_backend()) unless given."""
+    if (backend or dist.get_backend()) == "nccl":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def setup_process(device_name: str) -> tuple[torch.device, int, int]:
+    """This process's device, rank and world size; under torchrun (WORLD_SIZE set) also the
+    process group: nccl on CUDA, gloo on the CPU.
+
+    Under torchrun every CUDA name (`auto`, `cuda`, `cuda:0`) means this process's own GPU,
+    cuda:LOCAL_RANK; it becomes the current CUDA device before any model is built (SAM2's
+    position-encoding caches allocate on the current device).
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = build.rank_device(device_name, local_rank, world)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device, (dist.get_rank() if dist.is_initialized() else 0), world
+
+
+def mean_objects_over_ranks(count: int, world: int) -> float:
     """SAM2's loss normaliser: the batch's object count averaged over DDP ranks."""
     if world == 1:
         return float(count)
-    total = torch.tensor([float(count)], device=device)
+    total = torch.tensor([float(count)], device=collective_device())
     dist.all_reduce(total)
     return float(total) / world
+
+
+# Top-level parts of SAM2Base that every training step reads when a clip has a frame without
+# a prompt (params.yaml's default train.trainable_modules; tests/test_fit.py checks that each
+# of their parameters gets a gradient for every prompt kind)
+READ_EVERY_STEP = frozenset(
+    {
+        "memory_attention",
+        "memory_encoder",
+        "maskmem_tpos_enc",
+        "no_obj_embed_spatial",
+        "obj_ptr_proj",
+        "obj_ptr_tpos_proj",
+        "no_obj_ptr",
+    }
+)
+
+
+def ddp_finds_unused(model: torch.nn.Module, t: TrainParams) -> bool:
+    """Whether DDP must search each step's graph for trainable parameters it left out.
+
+    Needed when a trainable part is read by some steps only (the prompt encoder's point
+    embeddings in a mask step, mask_downsample in a point step) or when every frame of a
+    clip can be a conditioning frame (no frame then reads the memory); else every trainable
+    parameter gets a gradient each step and the search is skipped."""
+    trainable = {n.split(".")[0] for n, w in model.named_parameters() if w.requires_grad}
+    return not (trainable <= READ_EVERY_STEP and t.max_cond_frames < t.clip_length)
 
 
 def lr_factor(step: int, t: TrainParams) -> float:
@@ -171,7 +227,7 @@ def _broadcast(value: float, world: int) -> float:
     """Rank 0's value on every rank (so all ranks take the same decisions)."""
     if world == 1:
         return value
-    shared = torch.tensor([value], dtype=torch.float64)
+    shared = torch.tensor([value], dtype=torch.float64, device=collective_device())
     dist.broadcast(shared, src=0)
     return float(shared)
 
@@ -216,7 +272,11 @@ def fit(
         cache = feature_cache.EncoderCache(s.feature_cache_mb * 2**20)
     forward = ClipForward(model, s, cache)
     if world > 1:
-        forward = torch.nn.parallel.DistributedDataParallel(forward, find_unused_parameters=True)
+        forward = torch.nn.parallel.DistributedDataParallel(
+            forward,
+            device_ids=[device] if device.type == "cuda" else None,
+            find_unused_parameters=ddp_finds_unused(model, s),
+        )
 
     run = RunState()
     saved = load_resume_state(checkpoint, fingerprint)
@@ -249,25 +309,29 @@ def fit(
     for micro, batch in zip(micro_steps, loader, strict=True):
         gen = step_generator(p.seed, micro, rank)
         plan = rollout.sample_plan(batch.frames.shape[1], s, gen)
-        num_objects = mean_objects_over_ranks(batch.gt.shape[1], world, device)
-        # SAM2's dropout draws from torch's global generator: fork it and seed the fork
-        # per micro-step, so a resumed run draws the same masks and the caller's RNG is intact
-        with (
-            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
-            torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16),
-        ):
-            torch.manual_seed(step_seed(p.seed + 1, micro, rank))
-            parts = forward(batch.to(device), plan, gen, num_objects)
-        loss = parts["total"] / s.grad_accum
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"train: loss is {float(loss)} at step {run.step}; the last good checkpoint "
-                f"{checkpoint} is untouched. Lower lr or check the data."
-            )
-        loss.backward()
+        num_objects = mean_objects_over_ranks(batch.gt.shape[1], world)
+        last_micro = (micro + 1) % s.grad_accum == 0
+        # DDP all-reduces the gradients on a step's last micro-batch only (no_sync covers
+        # forward and backward of the others)
+        with forward.no_sync() if world > 1 and not last_micro else contextlib.nullcontext():
+            # SAM2's dropout draws from torch's global generator: fork it and seed the fork per
+            # micro-step, so a resumed run draws the same masks and the caller's RNG is intact
+            with (
+                torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+                torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16),
+            ):
+                torch.manual_seed(step_seed(p.seed + 1, micro, rank))
+                parts = forward(batch.to(device), plan, gen, num_objects)
+            loss = parts["total"] / s.grad_accum
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"train: loss is {float(loss)} at step {run.step}; the last good checkpoint "
+                    f"{checkpoint} is untouched. Lower lr or check the data."
+                )
+            loss.backward()
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach()) / s.grad_accum
-        if (micro + 1) % s.grad_accum:
+        if not last_micro:
             continue
 
         lr = p.lr * lr_factor(run.step, s)
