@@ -80,7 +80,9 @@ def main() -> None:
         for name, (total, trainable) in build.parameter_summary(model).items():
             print(f"params {name:24s} total {total:>10,d} trainable {trainable:>10,d}")
     train_reader = ShardReader(SHARDS / "train", training_length=p.train.clip_length)
-    val_reader = ShardReader(SHARDS / "val")
+    # train-time validation on the tune split, held out of training and of evaluate's val
+    tune = SHARDS / "tune"
+    val_reader = ShardReader(tune) if tune.is_dir() else None
     inputs = sha256_file(base) + sha256_file(SHARDS / "train" / "manifest.json") + code_digest()
     fingerprint = fit.fingerprint(p, f"{inputs}|world={world}")
     live = Live(str(LIVE_DIR), dvcyaml=False, save_dvc_exp=False) if rank == 0 else None

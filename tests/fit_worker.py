@@ -96,7 +96,8 @@ def main() -> None:
     clips = make_clips(4)
     s = settings(steps, batch)
     fingerprint = fit.fingerprint(s, str(world))
-    fit.fit(model, FixedClips(clips), clips[:1], s, Path(checkpoint), None, device, fingerprint)
+    # no train-time validation: the trained (last) weights are what the callers compare
+    fit.fit(model, FixedClips(clips), None, s, Path(checkpoint), None, device, fingerprint)
     if not dist.is_initialized() or dist.get_rank() == 0:
         torch.save(fit.trainable_state(model), out)
     if dist.is_initialized():

@@ -156,7 +156,7 @@ def test_feature_cache_trains_like_encoding_every_step(tmp_path):
         summary = fit.fit(
             model,
             FixedClips(clips),
-            clips[:1],
+            None,  # no validation: the last step's weights are compared
             s,
             tmp_path / f"{cache_mb}.pt",
             None,
@@ -301,3 +301,37 @@ def test_default_trainable_parameters_all_get_gradients_so_ddp_skips_the_search(
     assert fit.ddp_finds_unused(tiny_model, dataclasses.replace(t, max_cond_frames=8))
     build.set_trainable(tiny_model, [*t.trainable_modules, "sam_prompt_encoder"])
     assert fit.ddp_finds_unused(tiny_model, t)
+
+
+def test_validation_scores_the_base_at_step_0_and_keeps_it_when_training_does_worse(
+    tmp_path, capsys, monkeypatch
+):
+    """Validation scores that only fall after step 0: the base is the best step, and the
+    weights handed back are the base's."""
+    import fit_worker
+
+    scores = iter([0.5, 0.4, 0.3, 0.2])
+    monkeypatch.setattr(fit, "validate", lambda *args: next(scores))
+    clips = fit_worker.make_clips(2)
+    model = fit_worker.tiny_model()
+    start = fit.trainable_state(model)
+    s = fit_worker.settings(steps=3, batch=2)
+    s = dataclasses.replace(s, train=dataclasses.replace(s.train, val_every=1))
+    summary = fit.fit(
+        model, FixedClips(clips), clips[:1], s, tmp_path / "r.pt", None, torch.device("cpu"), "x"
+    )
+    history = fit.load_resume_state(tmp_path / "r.pt", "x")["run"]["history"]
+    assert [(r["step"], r["val/jf"]) for r in history] == [(0, 0.5), (1, 0.4), (2, 0.3), (3, 0.2)]
+    assert (summary["best_step"], summary["best_val_jf"]) == (0, 0.5)
+    assert "the base (step 0) scored best" in capsys.readouterr().out
+    assert all(torch.equal(start[k], v) for k, v in fit.trainable_state(model).items())
+
+
+def test_without_validation_the_last_step_is_the_model(tmp_path):
+    import fit_worker
+
+    model = fit_worker.tiny_model()
+    s = fit_worker.settings(steps=2, batch=2)
+    clips = FixedClips(fit_worker.make_clips(2))
+    summary = fit.fit(model, clips, None, s, tmp_path / "r.pt", None, torch.device("cpu"), "x")
+    assert summary["best_step"] == 2 and "best_val_jf" not in summary

@@ -254,7 +254,8 @@ def fit(
 ) -> dict[str, Any]:
     """Train `model`'s trainable parameters in place; returns a summary.
 
-    On return the model holds the best validated weights. `live` is a dvclive.Live on
+    On return the model holds the best validated weights (the last step's without a
+    `val_reader`: no train-time validation). `live` is a dvclive.Live on
     rank 0 (None elsewhere). `checkpoint` is resumed from if its fingerprint matches.
     """
     s = p.train
@@ -287,7 +288,7 @@ def fit(
         print(f"train: resuming from step {run.step} ({checkpoint})")
     for record in run.history:  # replay curves of the interrupted run
         log_step(live, record)
-    if not run.history:
+    if not run.history and val_reader is not None:
         # the base at step 0 is a candidate too: the shipped model is never worse than it
         # on this validation, and `train.steps: 0` still draws the validation curve
         jf = _validate_and_track_best(model, val_reader, s, device, run, rank, world)
@@ -350,7 +351,7 @@ def fit(
             {f"train/loss_{k}" if k != "total" else "train/loss": v for k, v in sums.items()}
         )
         sums = {}
-        if run.step % s.val_every == 0 or run.step == s.steps:
+        if val_reader is not None and (run.step % s.val_every == 0 or run.step == s.steps):
             record["val/jf"] = _validate_and_track_best(
                 model, val_reader, s, device, run, rank, world
             )
@@ -362,17 +363,14 @@ def fit(
             print(f"train: early stop at step {run.step}: no J&F gain in {run.stalled} checks")
             break
     bar.close()
-    if run.best_step == 0:
+    if val_reader is not None and run.best_step == 0:
         print(
             f"train: the base (step 0) scored best on validation (J&F {run.best_jf:.4f}): "
             "it is the model this stage writes"
         )
-    summary = {
-        "steps": run.step,
-        "best_step": run.best_step,
-        "best_val_jf": round(run.best_jf, 4),
-        "seconds": round(time.time() - t0, 1),
-    }
+    summary = {"steps": run.step, "best_step": run.step, "seconds": round(time.time() - t0, 1)}
+    if val_reader is not None:
+        summary.update(best_step=run.best_step, best_val_jf=round(run.best_jf, 4))
     if cache is not None:
         summary["feature_cache"] = {k: round(v, 3) for k, v in cache.stats().items()}
 
