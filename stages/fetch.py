@@ -1,7 +1,7 @@
 """fetch: put the data source's description and the base checkpoint under data/raw.
 
 - synthetic: generate the target-domain dataset (train and val videos, JPEGs + COCO JSON);
-- coco_video / coco_images / davis: your dataset in fetch.local_dir, read in place (the
+- coco_video / coco_images / davis / sav: your dataset in fetch.local_dir, read in place (the
   folder is a DVC dependency, so editing it re-runs fetch and shard);
 - coco2017: download and verify the official archives (cached in data/downloads).
 Writes data/raw/source.json (what shard reads) and data/raw/base_checkpoint.pt: the
@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from sam2_video.data import download
-from sam2_video.data.sources import synthetic
+from sam2_video.data.sources import sav, synthetic
 from sam2_video.errors import run_stage
 from sam2_video.files import atomic_path, write_json_atomic
 from sam2_video.model import build
@@ -96,6 +96,13 @@ def local_davis(p: FetchParams) -> dict:
     return {"kind": "davis", "root": str(root), "val_fraction": p.val_fraction}
 
 
+def local_sav(p: FetchParams) -> dict:
+    """SA-V layout (SAM2's training data): JPEGImages_24fps/<video>/ + <video>_manual.json."""
+    root = Path(p.local_dir)
+    sav.frame_root(root)  # FileNotFoundError naming the layout when it is not there
+    return {"kind": "sav", "root": str(root), "val_fraction": p.val_fraction}
+
+
 def coco2017(p: FetchParams, out: Path) -> dict:
     target = out / "coco2017"
     for part in ("annotations", p.coco2017_split):
@@ -121,6 +128,8 @@ def main() -> None:
             source = coco2017(p, tmp)
         elif p.source == "davis":
             source = local_davis(p)
+        elif p.source == "sav":
+            source = local_sav(p)
         else:
             source = local_coco(p)
         write_json_atomic(tmp / "source.json", source)

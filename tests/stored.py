@@ -92,3 +92,154 @@ def make_videos(root: Path, videos: int = 2, frames: int = 6, **kw) -> list:
 def make_images(root: Path, count: int = 4, **kw) -> list:
     path = write_coco(root, count, 1, video_ids=False, **kw)
     return coco_images.load_coco_images(path, root)
+
+
+# ---------------------------------------------------------------------------- users' layouts
+
+LAYOUT_SIZE = (48, 64)  # (H, W) of every frame the layout writers make
+
+
+def _box(t: int, row: int, size=LAYOUT_SIZE) -> np.ndarray:
+    """An 10x12 box on row band `row` (0..2), moving right 2 px a frame."""
+    mask = np.zeros(size, bool)
+    top, left = 4 + 14 * row, (2 + 2 * t) % (size[1] - 12)
+    mask[top : top + 10, left : left + 12] = True
+    return mask
+
+
+def _jpeg(path: Path, rng: np.random.Generator, suffix_format: str = "JPEG") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(photo(rng, *LAYOUT_SIZE)).save(path, suffix_format, quality=90)
+
+
+def write_video_coco(root: Path, name: str, videos: dict, *, tracks: bool = True) -> Path:
+    """A COCO video JSON `root/name`: videos {video id: (frames, first frame of object 2)};
+    object 1 is on every frame, object 2 from its first frame on (a late object when > 0).
+    Video "box" gets one box-only annotation (`"segmentation": []` with a bbox, as CVAT
+    exports boxes) on its frame 1. tracks=False: no track ids (objects are categories)."""
+    rng = np.random.default_rng(len(name))
+    images, anns = [], []
+    for video, (frames, late) in videos.items():
+        for t in range(frames):
+            file_name = f"{video}/{t:05d}.jpg"
+            _jpeg(root / file_name, rng)
+            image_id = len(images) + 1
+            images.append(
+                {
+                    "id": image_id,
+                    "file_name": file_name,
+                    "height": LAYOUT_SIZE[0],
+                    "width": LAYOUT_SIZE[1],
+                    "video_id": video,
+                    "order_in_video": t,
+                }
+            )
+            for obj in (1, 2) if t >= late else (1,):
+                ann = {
+                    "id": len(anns) + 1,
+                    "image_id": image_id,
+                    "category_id": obj,
+                    "segmentation": compressed_rle(_box(t, obj - 1)),
+                    "iscrowd": 0,
+                }
+                anns.append(ann | ({"track_id": obj} if tracks else {}))
+            if video == "box" and t == 1:
+                box = {
+                    "id": len(anns) + 1,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "segmentation": [],
+                    "bbox": [1, 1, 5, 5],
+                    "iscrowd": 0,
+                }
+                anns.append(box | ({"track_id": 3} if tracks else {}))
+    cats = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
+    path = root / name
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    return path
+
+
+def write_cvat_video(root: Path, frames: int = 12, name: str = "train.json") -> Path:
+    """CVAT's "COCO 1.0" export of one video task: `frame_000000.PNG`..., no video_id, no
+    frame order, `attributes.track_id` (from 0), masks as iscrowd uncompressed RLE and
+    polygons, one box-only annotation; images listed in shuffled order."""
+    rng = np.random.default_rng(7)
+    images, anns = [], []
+    for t in range(frames):
+        file_name = f"frame_{t:06d}.PNG"
+        _jpeg(root / file_name, rng, "PNG")
+        images.append(
+            {
+                "id": t + 1,
+                "width": LAYOUT_SIZE[1],
+                "height": LAYOUT_SIZE[0],
+                "file_name": file_name,
+                "license": 0,
+                "flickr_url": "",
+                "coco_url": "",
+                "date_captured": 0,
+            }
+        )
+        top, left = 30, 4 + 2 * t
+        polygon = [left, top, left + 10, top, left + 10, top + 8, left, top + 8]
+        for track, segm, crowd in (
+            (0, uncompressed_rle(_box(t, 0)), 1),
+            (1, [[float(v) for v in polygon]], 0),
+        ):
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": t + 1,
+                    "category_id": 1,
+                    "segmentation": segm,
+                    "area": 0.0,
+                    "bbox": [0, 0, 1, 1],
+                    "iscrowd": crowd,
+                    "attributes": {
+                        "occluded": False,
+                        "rotation": 0.0,
+                        "track_id": track,
+                        "keyframe": True,
+                    },
+                }
+            )
+        if t == 2:
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": t + 1,
+                    "category_id": 1,
+                    "segmentation": [],
+                    "area": 30.0,
+                    "bbox": [1, 1, 6, 5],
+                    "iscrowd": 0,
+                    "attributes": {"track_id": 2, "keyframe": True},
+                }
+            )
+    images = [images[i] for i in np.random.default_rng(1).permutation(len(images))]
+    coco = {
+        "licenses": [],
+        "info": {},
+        "categories": [{"id": 1, "name": "thing", "supercategory": ""}],
+        "images": images,
+        "annotations": anns,
+    }
+    (root / name).write_text(json.dumps(coco))
+    return root / name
+
+
+def write_sav(root: Path, videos: dict[str, int], ann_every: int = 4) -> Path:
+    """SA-V layout: JPEGImages_24fps/<video>/%05d.jpg (frames frames) and
+    <video>_manual.json masklets every `ann_every`th frame (object 2 from the second
+    annotation on, None on the third: an incomplete annotation SAM2's loader drops)."""
+    rng = np.random.default_rng(3)
+    for video, frames in videos.items():
+        for t in range(frames):
+            _jpeg(root / "JPEGImages_24fps" / video / f"{t:05d}.jpg", rng)
+        masklet = []
+        for i, t in enumerate(range(0, frames, ann_every)):
+            late = _box(t, 1) if i >= 1 else np.zeros(LAYOUT_SIZE, bool)
+            masklet.append([compressed_rle(_box(t, 0)), None if i == 2 else compressed_rle(late)])
+        data = {"video_id": video, "masklet": masklet, "masklet_id": [0, 1], "masklet_num": 2}
+        (root / f"{video}_manual.json").write_text(json.dumps(data))
+    return root

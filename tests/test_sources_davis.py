@@ -152,6 +152,19 @@ def test_clips_follow_first_frame_objects(tmp_path) -> None:
         np.testing.assert_array_equal(second.frames[t], _jpeg_pixels(bear.frame_paths[1 + t]))
 
 
+def test_objects_entering_after_frame_0_are_kept(tmp_path) -> None:
+    """YouTube-VOS / MOSE: object 3 is absent on frame 0 and enters on frame 3; it is stored,
+    may start a training window there, and training windows from frame 3 track it."""
+    (bear, _) = davis_source.load_davis_videos(_write_root(tmp_path))
+    assert 3 not in bear.frame_masks(0) and 3 in bear.frame_masks(3)
+    reader = store([bear], tmp_path / "shards", clip_length=3, max_objects=5, min_area=0)
+    source = reader.source(0)
+    assert 3 not in source.eligible[0] and 3 in source.eligible[3]
+    np.testing.assert_array_equal(source.masks([3], [3])[0, 0], _video_masks()[3, 2])
+    drawn = {reader.training_clip(0, np.random.default_rng(s)).object_ids for s in range(12)}
+    assert (1, 3) in drawn and (1, 2) in drawn
+
+
 def test_resize_max_objects_and_min_area(tmp_path) -> None:
     (bear, _) = davis_source.load_davis_videos(_write_root(tmp_path))
     (clip,) = _clips(bear, length=2, stride=10, max_side=20)

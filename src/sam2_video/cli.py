@@ -142,9 +142,11 @@ def _run_export_davis(args: argparse.Namespace) -> int:
     from sam2_video.data.shards import ShardReader
 
     with ShardReader(args.shard_dir) as reader:
-        for i in range(len(reader)):
-            clip = reader[i]
-            write_davis_clip(args.out_dir, clip.name, clip.frames, clip.masks, clip.object_ids)
+        for i in range(len(reader)):  # stored JPEGs as they are: SAM2 sees evaluate's pixels
+            clip, files = reader[i], reader.stored_files(i)
+            write_davis_clip(
+                args.out_dir, clip.name, clip.frames, clip.masks, clip.object_ids, files
+            )
         print(f"wrote {len(reader)} clips to {args.out_dir}")
     return 0
 
@@ -270,21 +272,39 @@ def _run_parity(args: argparse.Namespace) -> int:
 
 
 def _add_check_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("ann_json", type=Path, help="the COCO JSON (video or static images)")
-    parser.add_argument("image_dir", type=Path, help="folder the images' file_name is relative to")
+    parser.add_argument(
+        "ann_json",
+        type=Path,
+        help="the COCO JSON (video or static images), or a folder: SA-V layout "
+        "(JPEGImages_24fps/<video>/ + <video>_manual.json) or DAVIS layout "
+        "(JPEGImages/<video>/ + Annotations/<video>/)",
+    )
+    parser.add_argument(
+        "image_dir",
+        type=Path,
+        nargs="?",
+        help="folder the images' file_name is relative to (COCO JSON only)",
+    )
     parser.add_argument(
         "--clip-length", type=int, default=None, help="warn about videos with fewer frames"
     )
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    from sam2_video.data.sources.validate import ERROR, check_coco_dataset, summary
+    from sam2_video.data.sources import validate
 
-    problems = check_coco_dataset(args.ann_json, args.image_dir, clip_length=args.clip_length)
+    if args.ann_json.is_dir():
+        problems = validate.check_folder_dataset(args.ann_json, clip_length=args.clip_length)
+    elif args.image_dir is None:
+        raise ValueError(f"{args.ann_json}: a COCO JSON needs its image dir (second argument)")
+    else:
+        problems = validate.check_coco_dataset(
+            args.ann_json, args.image_dir, clip_length=args.clip_length
+        )
     for problem in problems:
         print(problem)
-    print(f"{args.ann_json}: {summary(problems)}")
-    return 1 if any(p.severity == ERROR for p in problems) else 0
+    print(f"{args.ann_json}: {validate.summary(problems)}")
+    return 1 if any(p.severity == validate.ERROR for p in problems) else 0
 
 
 def _add_repro_check_arguments(parser: argparse.ArgumentParser) -> None:
@@ -362,8 +382,8 @@ def _run_compare(args: argparse.Namespace) -> int:
 
 SUBCOMMANDS: dict[str, Subcommand] = {
     "check": Subcommand(
-        help="lint a COCO-format dataset: every problem as file:field: severity: message "
-        "(exit 1 on errors)",
+        help="lint a dataset (COCO JSON, SA-V or DAVIS folder): every problem as "
+        "file:field: severity: message (exit 1 on errors, 0 with only warnings)",
         add_arguments=_add_check_arguments,
         run=_run_check,
     ),
@@ -378,7 +398,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         run=_run_params,
     ),
     "export-davis": Subcommand(
-        help="write the clips of a shard split as DAVIS folders (JPEG frames, palette PNGs)",
+        help="write the clips of a shard split as DAVIS folders (the stored JPEG files as "
+        "they are, other frames as JPEG; palette PNGs)",
         add_arguments=_add_export_davis_arguments,
         run=_run_export_davis,
     ),

@@ -71,7 +71,11 @@ def masks_to_index_map(masks: np.ndarray) -> np.ndarray:
 
 
 def _check_clip_arrays(
-    clip_name: str, frames: np.ndarray, masks: np.ndarray, object_ids: Sequence[int]
+    clip_name: str,
+    frames: np.ndarray,
+    masks: np.ndarray,
+    object_ids: Sequence[int],
+    frame_files: Sequence[tuple[bytes, str]] | None,
 ) -> None:
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"clip {clip_name}: frames must be (T, H, W, 3) uint8, got {frames.shape}")
@@ -85,6 +89,8 @@ def _check_clip_arrays(
         raise ValueError(
             f"clip {clip_name}: {len(object_ids)} objects, a palette PNG holds {MAX_OBJECTS}"
         )
+    if frame_files is not None and len(frame_files) != frames.shape[0]:
+        raise ValueError(f"clip {clip_name}: {len(frame_files)} frame files for {len(frames)}")
 
 
 def write_davis_clip(
@@ -93,8 +99,14 @@ def write_davis_clip(
     frames: np.ndarray,
     masks: np.ndarray,
     object_ids: Sequence[int],
+    frame_files: Sequence[tuple[bytes, str]] | None = None,
 ) -> None:
     """Write one clip as DAVIS folders under `root` (see the module docstring for the layout).
+
+    frame_files: the frames' stored files (bytes, suffix), whose decoding `frames` is: a
+    JPEG is written as it is (SAM2's video loader then sees exactly `frames`); anything
+    else (PNG: SAM2's loader reads only .jpg/.jpeg) is encoded from `frames` at
+    JPEG_QUALITY, as are all frames without frame_files.
 
     frames: (T, H, W, 3) uint8 RGB; masks: (T, O, H, W) bool. The k-th object of
     `object_ids` gets palette index k + 1 (ids themselves are not stored; keep them beside
@@ -104,7 +116,7 @@ def write_davis_clip(
     """
     if not clip_name or Path(clip_name).name != clip_name or clip_name.startswith("."):
         raise ValueError(f"clip name {clip_name!r} must be a plain folder name")
-    _check_clip_arrays(clip_name, frames, masks, object_ids)
+    _check_clip_arrays(clip_name, frames, masks, object_ids, frame_files)
     root = Path(root)
     with contextlib.ExitStack() as stack:
         jpeg_dir = stack.enter_context(atomic_path(root / "JPEGImages" / clip_name))
@@ -113,7 +125,10 @@ def write_davis_clip(
         png_dir.mkdir()
         for t in range(frames.shape[0]):
             stem = FRAME_NAME_FORMAT.format(t)
-            Image.fromarray(frames[t]).save(jpeg_dir / f"{stem}.jpg", quality=JPEG_QUALITY)
+            if frame_files is not None and frame_files[t][1] in ("jpg", "jpeg"):
+                (jpeg_dir / f"{stem}.jpg").write_bytes(frame_files[t][0])
+            else:
+                Image.fromarray(frames[t]).save(jpeg_dir / f"{stem}.jpg", quality=JPEG_QUALITY)
             write_palette_png(png_dir / f"{stem}.png", masks_to_index_map(masks[t]))
 
 

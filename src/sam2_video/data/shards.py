@@ -14,8 +14,9 @@ Clips are not stored: the loader makes them when a sample is read (`sampling`). 
 COCO RLE (pycocotools' column-major run lengths, compressed string) of the stored size;
 an object absent on a frame has no entry there. "eligible" lists the objects of a frame
 with area >= shard.min_area at source resolution that survive the resize: a clip starts
-only on a frame with one. Sources without such a frame (or videos shorter than a clip)
-are skipped and counted in the manifest.
+only on a frame with one. Sources without such a frame (or videos shorter than
+`min_length`: a fixed clip, or for the train split a training window) are skipped and
+counted in the manifest, which records min_length.
 
 Written with `tarfile` (fixed mtime/uid/gid/mode, no user names), sources in input order,
 so identical inputs give byte-identical shards for any worker count. Nothing is pickled.
@@ -203,28 +204,28 @@ def _too_short(source: Source, clip_length: int) -> bool:
     return not source.still and source.num_frames < clip_length
 
 
-def _tasks(sources: Sequence[Source], p: ShardParams) -> Iterator[tuple[int, range]]:
+def _tasks(sources: Sequence[Source], min_length: int) -> Iterator[tuple[int, range]]:
     """(source index, frames) of every task, sources shorter than a clip left out."""
     for index, source in enumerate(sources):
-        if not _too_short(source, p.clip_length):
+        if not _too_short(source, min_length):
             for first in range(0, source.num_frames, FRAMES_PER_TASK):
                 yield index, range(first, min(first + FRAMES_PER_TASK, source.num_frames))
 
 
 def _stored_sources(
-    sources: Sequence[Source], p: ShardParams, pool: Executor | None, ahead: int
+    sources: Sequence[Source], p: ShardParams, pool: Executor | None, ahead: int, min_length: int
 ) -> Iterator[_Stored]:
     """Every source's outcome, in input order; one source's frames held at a time."""
-    results = _results(_InOrder(pool, p, ahead), sources, _tasks(sources, p))
+    results = _results(_InOrder(pool, p, ahead), sources, _tasks(sources, min_length))
     for source in sources:
         _check_name(source.name)
-        if _too_short(source, p.clip_length):
+        if _too_short(source, min_length):
             yield _Stored(source.name, None, SKIP_SHORT_VIDEO)
             continue
         frames: list[EncodedFrame] = []
         while len(frames) < source.num_frames:
             frames += next(results)
-        skip = _skip_reason(source, frames, p.clip_length)
+        skip = _skip_reason(source, frames, min_length)
         members = None if skip else _source_members(source, frames)
         yield _Stored(source.name, members, skip, sum(f.source_bytes for f in frames))
 
@@ -288,10 +289,19 @@ def _write_shards(outcomes: Iterator[_Stored], out_dir: Path, p: ShardParams) ->
 
 
 def build_split(
-    sources: Sequence[Source], out_dir: Path, p: ShardParams, *, progress: bool = False
+    sources: Sequence[Source],
+    out_dir: Path,
+    p: ShardParams,
+    *,
+    progress: bool = False,
+    min_length: int | None = None,
 ) -> dict[str, Any]:
     """Store `sources` as shards in out_dir (atomically, as a whole); the manifest.
 
+    min_length: the fewest frames a stored video has (default p.clip_length, what fixed
+    clips need); the train split passes train.clip_length, so any video a training window
+    fits in trains. Shorter videos, and videos without an object on a frame a window of
+    min_length can start on, are skipped and counted (manifest "skips").
     Frames are encoded in p.workers processes (a few frames per task, at most 2 tasks per
     worker waiting), written in source order: byte-identical output for any worker count.
     Memory holds one source's encoded files at a time. A failed build leaves any previous
@@ -306,7 +316,8 @@ def build_split(
             context = multiprocessing.get_context("spawn")
             pool = ProcessPoolExecutor(p.workers, mp_context=context)
         try:
-            outcomes = _stored_sources(sources, p, pool, 2 * p.workers)
+            length = p.clip_length if min_length is None else min_length
+            outcomes = _stored_sources(sources, p, pool, 2 * p.workers, length)
             bar = tqdm(
                 outcomes,
                 total=len(sources),
@@ -317,6 +328,7 @@ def build_split(
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
+        written["min_length"] = length
         manifest = write_manifest(tmp_dir, written, p)
     return manifest
 
@@ -334,6 +346,7 @@ def write_manifest(out_dir: Path, written: dict[str, Any], p: ShardParams) -> di
         "shards": records,
         "params": {k: v for k, v in to_dict(p).items() if k != "workers"},
         "skips": written["skips"],
+        "min_length": written.get("min_length", p.clip_length),
     }
     write_json_atomic(Path(out_dir) / MANIFEST, manifest)
     return manifest
@@ -491,11 +504,12 @@ class ShardReader:
                 f"{self.split_dir / MANIFEST}: params: {err}: re-run the shard stage"
             ) from None
         length = training_length or self.params.clip_length
-        if length > self.params.clip_length:
+        stored = min(self.params.clip_length, self.manifest.get("min_length", length))
+        if length > stored:
             raise ValueError(
                 f"{self.split_dir}: training clips of {length} frames asked for, but the shards "
-                f"promise only {self.params.clip_length}: set train.clip_length <= "
-                f"{self.params.clip_length}, or raise shard.clip_length and re-run the shard stage"
+                f"promise only {stored}: set train.clip_length <= {stored}, or raise "
+                "shard.clip_length (or train.clip_length) and re-run the shard stage"
             )
         self._training_params = dataclasses.replace(self.params, clip_length=length)
         records = self.manifest["shards"]
@@ -529,6 +543,16 @@ class ShardReader:
             raise IndexError(f"clip index {index} out of range for {len(self)} clips")
         source, start = self._fixed[index]
         return sampling.fixed_clip(self.source(source), source, start, self.params)
+
+    def stored_files(self, index: int) -> list[tuple[bytes, str]] | None:
+        """The stored files (bytes, suffix "jpg"/"png") of fixed clip `index`'s frames, as
+        the clip's frames decode from them; None for a pseudo-video (its frames are made)."""
+        source, start = self._fixed[index]
+        entry = self._sources[source]
+        if entry.still:
+            return None
+        infos = entry.frames[start : start + self.params.clip_length]
+        return [(self._read(entry.shard, i), i.name.rsplit(".", 1)[1]) for i in infos]
 
     def _read(self, shard: int, info: tarfile.TarInfo) -> bytes:
         data = os.pread(self._fd(shard), info.size, info.offset_data)

@@ -3,7 +3,8 @@
 Each image is a one-frame source that the loader turns into pseudo-video by synthesized
 motion (`data/motion.py`) when a clip is read. Objects are annotation instances (object
 id = annotation id); crowd annotations are left out unless asked for. The JSON is checked
-by the one validator (`validate`), which raises its first error here.
+by the one validator (`validate`), which raises its first error here; annotations
+without a mask (box-only) are skipped with its warning.
 """
 
 from __future__ import annotations
@@ -53,24 +54,31 @@ def _image_name(file_name: str) -> str:
 def _instances_by_image(annotations: list[Any], crowd: bool) -> dict[int, list[ObjectAnnotation]]:
     by_image: dict[int, list[ObjectAnnotation]] = {}
     for ann in annotations:
-        if crowd or not ann.get("iscrowd", 0):
+        if validate.has_mask(ann) and (crowd or not ann.get("iscrowd", 0)):
             by_image.setdefault(ann["image_id"], []).append((ann["id"], ann))
     return by_image
 
 
 def load_coco_images(
-    ann_path: Path, image_dir: Path, *, include_crowd: bool = False
+    ann_path: Path,
+    image_dir: Path,
+    *,
+    include_crowd: bool = False,
+    warnings: list[validate.Problem] | None = None,
 ) -> list[StaticImage]:
     """Images of a COCO JSON (video ids, if any, are ignored), sorted by image id.
 
     Objects are annotation instances; `iscrowd: 1` annotations (one region of many
     instances) are left out unless include_crowd. Images without objects are kept (the
     shard stage skips them as no_object_on_first_frame). Raises ValueError naming the
-    file, the entry and the field for the first malformed entry.
+    file, the entry and the field for the first malformed entry. Annotations without a
+    mask (box-only) are skipped; warnings: a list that gets the validator's warnings.
     """
     ann_path, image_dir = Path(ann_path), Path(image_dir)
     data = read_json(ann_path)
-    validate.raise_first_error(data, ann_path, validate.IMAGES)
+    found = validate.raise_first_error(data, ann_path, validate.IMAGES)
+    if warnings is not None:
+        warnings += found
     objects = _instances_by_image(data["annotations"], include_crowd)
     static = [
         StaticImage(

@@ -7,13 +7,19 @@ A video dataset is a COCO JSON whose `images[*]` carry `video_id` and a frame or
 Objects are tracks when the file has track ids (`track_id`, `instance_id` or
 `attributes.track_id`), else categories (one union mask per category per frame, as the
 seed project did). Several annotations of one object on one frame are merged (union);
-`iscrowd` annotations are kept as part of their object. The JSON is checked by the one
-validator (`validate`), which raises its first error here.
+`iscrowd` annotations are kept as part of their object. Annotations without a mask (a
+box-only one, `"segmentation": []` with a bbox, as CVAT exports boxes) are skipped. The
+JSON is checked by the one validator (`validate`), which raises its first error here and
+hands back its warnings (what is skipped: count and example ids).
+
+A JSON whose images carry no `video_id` at all is one video (an annotation tool's export
+of one video task, e.g. CVAT's "COCO 1.0": `frame_000000.PNG`, `attributes.track_id`):
+frames in file-name order (natural sort), the video named after the JSON's stem.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,12 +74,21 @@ def _image_order(image: Mapping[str, Any]) -> int:
     return next(image[key] for key in validate.ORDER_FIELDS if key in image)
 
 
+def _order_key(images: list[dict[str, Any]], mode: str) -> Callable[[Mapping[str, Any]], int]:
+    """Frame order of an image: its order field, or its rank in file-name order (one video)."""
+    if mode == validate.SINGLE_VIDEO:
+        rank = validate.single_video_order(images)
+        return lambda image: rank[image["id"]]
+    return _image_order
+
+
 def _video_sort_key(video_id: int | str) -> tuple[int, int | str]:
     return (1, video_id) if isinstance(video_id, str) else (0, video_id)
 
 
 def _objects_by_image(annotations: list[dict[str, Any]]) -> dict[int, list[ObjectAnnotation]]:
     """image id -> [(object id, annotation)]: object = track when the file has tracks."""
+    annotations = [a for a in annotations if validate.has_mask(a)]
     use_tracks = any(validate.track_id(a) is not None for a in annotations)
     by_image: dict[int, list[ObjectAnnotation]] = {}
     for ann in annotations:
@@ -88,8 +103,9 @@ def _build_video(
     objects: Mapping[int, list[ObjectAnnotation]],
     path: Path,
     image_dir: Path,
+    order: Callable[[Mapping[str, Any]], int],
 ) -> CocoVideo:
-    ordered = sorted(frames, key=_image_order)
+    ordered = sorted(frames, key=order)
     return CocoVideo(
         name=file_safe_name(str(video_id)),
         source=path,
@@ -100,21 +116,30 @@ def _build_video(
     )
 
 
-def load_coco_videos(ann_path: Path, image_dir: Path) -> list[CocoVideo]:
-    """Videos of a COCO video JSON, sorted by video id; frames in their stated order.
+def load_coco_videos(
+    ann_path: Path, image_dir: Path, *, warnings: list[validate.Problem] | None = None
+) -> list[CocoVideo]:
+    """Videos of a COCO video JSON, sorted by video id; frames in their stated order (a
+    JSON without video ids: one video, frames in file-name order).
 
     Raises ValueError naming the file, the entry and the field for the first malformed
     entry (`validate`'s checks; image files are read when the sources are stored).
+    warnings: a list that gets the validator's warnings (what is skipped).
     """
     ann_path, image_dir = Path(ann_path), Path(image_dir)
     data = read_json(ann_path)
-    validate.raise_first_error(data, ann_path, validate.VIDEO)
+    found = validate.raise_first_error(data, ann_path, validate.VIDEO)
+    if warnings is not None:
+        warnings += found
     objects = _objects_by_image(data["annotations"])
+    mode = validate.read_mode(data, validate.VIDEO)
+    order = _order_key(data["images"], mode)
     by_video: dict[int | str, list[dict[str, Any]]] = {}
     for image in data["images"]:
-        by_video.setdefault(image["video_id"], []).append(image)
+        video_id = ann_path.stem if mode == validate.SINGLE_VIDEO else image["video_id"]
+        by_video.setdefault(video_id, []).append(image)
     videos = [
-        _build_video(vid, by_video[vid], objects, ann_path, image_dir)
+        _build_video(vid, by_video[vid], objects, ann_path, image_dir, order)
         for vid in sorted(by_video, key=_video_sort_key)
     ]
     _check_unique_names(videos, ann_path)

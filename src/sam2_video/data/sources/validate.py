@@ -5,7 +5,14 @@
 same checks on the JSON through `raise_first_error` and stop at the first error. Errors
 make the dataset unusable (the loaders refuse it); warnings point at data that loads but
 probably is not what was meant (a track on one frame, a video too short for a clip, an
-image without objects).
+image without objects) or that is skipped: an annotation without a mask (a box-only one,
+`"segmentation": []` with a bbox as CVAT exports boxes, or an empty one) is left out by
+the loaders and reported once per file with its count and example ids.
+
+A COCO JSON whose images carry no `video_id` is one video when it is read as video (or,
+for the linter, when its annotations carry track ids): an annotation tool's export of one
+video task (CVAT's "COCO 1.0": `frame_000000.PNG`, `attributes.track_id`). Its frames are
+in file-name order (natural sort: frame_2 before frame_10), its video id is the JSON's stem.
 
 Fields name the JSON entry: `images[id=3].height`, `annotations[id=12].segmentation`,
 `annotations[track_id=7]` (a whole track), `images[video_id=2]` (a whole video); an entry
@@ -16,6 +23,7 @@ file when the problem is in the image file itself (missing, unreadable, wrong si
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +34,7 @@ from typing import Any
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from sam2_video.data.sources import davis, sav
 from sam2_video.data.sources.masks import check_compressed_counts, is_int, segmentation_problem
 
 ERROR, WARNING = "error", "warning"
@@ -35,7 +44,9 @@ TRACK_FIELDS = ("track_id", "instance_id")  # then attributes.track_id
 # What a dataset is read as: video (every image needs a video id and a frame order),
 # images (video ids ignored, objects are annotation instances), or None: as it looks
 VIDEO, IMAGES = "video", "images"
+SINGLE_VIDEO = "single_video"  # read_mode: no video ids, one video in file-name order
 _READ_THREADS = 4  # image decoding releases the GIL
+_EXAMPLE_IDS = 5  # ids named in a warning about many entries
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,45 @@ def track_id(ann: Mapping[str, Any]) -> Any:
             return ann[key]
     attributes = ann.get("attributes")
     return attributes.get("track_id") if isinstance(attributes, dict) else None
+
+
+def has_mask(ann: Any) -> bool:
+    """False for an annotation the loaders skip: no segmentation, or an empty one (`[]`,
+    `[[]]`: a box-only annotation as CVAT exports boxes)."""
+    segm = ann.get("segmentation") if isinstance(ann, dict) else None
+    if isinstance(segm, list):
+        return any(not isinstance(poly, list) or poly for poly in segm)
+    return segm is not None
+
+
+def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key of a file name with its digit runs compared as numbers (frame_2 < frame_10)."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in _DIGITS.split(name))
+
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def single_video_order(images: list[Any]) -> dict[int, int]:
+    """image id -> frame index of a one-video JSON (no video ids): natural file-name order."""
+    named = [
+        i
+        for i in images
+        if isinstance(i, dict) and is_int(i.get("id")) and isinstance(i.get("file_name"), str)
+    ]
+    ordered = sorted(named, key=lambda image: (natural_key(image["file_name"]), image["id"]))
+    return {image["id"]: index for index, image in enumerate(ordered)}
+
+
+def read_mode(data: dict[str, Any], read_as: str | None) -> str:
+    """How a COCO JSON is read: IMAGES, VIDEO (images carry video ids) or SINGLE_VIDEO."""
+    if read_as == IMAGES:
+        return IMAGES
+    if any(isinstance(i, dict) and "video_id" in i for i in data["images"]):
+        return VIDEO
+    if read_as == VIDEO or any(track_id(a) is not None for a in data["annotations"] if has_mask(a)):
+        return SINGLE_VIDEO
+    return IMAGES
 
 
 class _Findings(list[Problem]):
@@ -163,7 +213,7 @@ def _image_order(image: Mapping[str, Any], where: str, path: Path, found: _Findi
 
 
 def _image_entry(
-    image: dict[str, Any], path: Path, found: _Findings, is_video: bool
+    image: dict[str, Any], path: Path, found: _Findings, mode: str, single: dict[int, int]
 ) -> _ImageEntry:
     where = f"images[id={image['id']}]"
     name_problem = _file_name_problem(image.get("file_name"))
@@ -174,8 +224,10 @@ def _image_entry(
         dims[key] = image.get(key) if is_int(image.get(key)) and image[key] > 0 else None
         if dims[key] is None:
             found.error(path, f"{where}.{key}", "missing or not a positive int")
-    video_id, order = (image.get("video_id") if is_video else None), None
-    if is_video and not isinstance(video_id, int | str):
+    video_id, order = (image.get("video_id") if mode == VIDEO else None), None
+    if mode == SINGLE_VIDEO:
+        video_id, order = path.stem, single.get(image["id"])
+    elif mode == VIDEO and not isinstance(video_id, int | str):
         found.error(
             path,
             f"{where}.video_id",
@@ -183,19 +235,15 @@ def _image_entry(
             "(images without video ids are static images: use the coco_images source)",
         )
         video_id = None
-    elif is_video:
+    elif mode == VIDEO:
         order = _image_order(image, where, path, found)
     file_name = None if name_problem else image["file_name"]
     return _ImageEntry(image["id"], file_name, dims["height"], dims["width"], video_id, order)
 
 
-def _lint_images(
-    images: list[Any], path: Path, found: _Findings, read_as: str | None
-) -> dict[int, _ImageEntry]:
+def _lint_images(images: list[Any], path: Path, found: _Findings, mode: str):
     """image id -> entry; broken entries are reported, duplicates after the first dropped."""
-    is_video = read_as == VIDEO or (
-        read_as is None and any(isinstance(i, dict) and "video_id" in i for i in images)
-    )
+    single = single_video_order(images) if mode == SINGLE_VIDEO else {}
     entries: dict[int, _ImageEntry] = {}
     for index, image in enumerate(images):
         if not isinstance(image, dict) or not is_int(image.get("id")):
@@ -207,7 +255,7 @@ def _lint_images(
                 f"duplicate image id (again at images[{index}]): give every image its own id",
             )
         else:
-            entries[image["id"]] = _image_entry(image, path, found, is_video)
+            entries[image["id"]] = _image_entry(image, path, found, mode, single)
     return entries
 
 
@@ -324,10 +372,11 @@ def _lint_annotations(
 ) -> tuple[list[_Instance], bool]:
     """Every annotation checked; the usable ones as instances, and whether objects are tracks."""
     use_tracks = read_as != IMAGES and any(
-        isinstance(a, dict) and track_id(a) is not None for a in annotations
+        track_id(a) is not None for a in annotations if has_mask(a)
     )
     instances: list[_Instance] = []
     seen_ids: set[int] = set()
+    maskless: list[str] = []
     for index, ann in enumerate(annotations):
         if not isinstance(ann, dict):
             found.error(path, f"annotations[{index}]", "entry is not an object")
@@ -336,10 +385,24 @@ def _lint_annotations(
         _lint_annotation_id(ann, where, seen_ids, read_as, path, found)
         if not _lint_annotation_fields(ann, where, images, cats, path, found):
             continue
+        if not has_mask(ann):
+            maskless.append(where.removeprefix("annotations"))
+            continue
         area = _lint_segmentation(ann, images[ann["image_id"]], where, path, found)
         object_id = _annotation_object(ann, use_tracks, where, path, found)
         instances.append(_Instance(ann["image_id"], object_id, area))
+    if maskless:
+        found.warning(path, "annotations", skipped_message(maskless))
     return instances, use_tracks
+
+
+def skipped_message(where: list[str]) -> str:
+    """The warning about annotations without a mask, their count and a few examples."""
+    more = f", ... ({len(where) - _EXAMPLE_IDS} more)" if len(where) > _EXAMPLE_IDS else ""
+    return (
+        f"{len(where)} annotation(s) without a mask (box-only, or an empty or missing "
+        f"'segmentation') are skipped: {', '.join(where[:_EXAMPLE_IDS])}{more}"
+    )
 
 
 # ---------------------------------------------------------------------------- videos, objects
@@ -502,7 +565,8 @@ def _lint_json(
     """Report every JSON problem (categories, images, annotations, then per video / per
     image); the usable image entries."""
     cats = _lint_categories(data["categories"], path, found)
-    entries = _lint_images(data["images"], path, found, read_as)
+    mode = read_mode(data, read_as)
+    entries = _lint_images(data["images"], path, found, mode)
     instances, use_tracks = _lint_annotations(
         data["annotations"], entries, cats, path, found, read_as
     )
@@ -516,14 +580,16 @@ def _lint_json(
     return entries
 
 
-def raise_first_error(data: Any, path: Path, read_as: str) -> None:
-    """What a loader runs: ValueError with the first error line of the checks above."""
+def raise_first_error(data: Any, path: Path, read_as: str) -> list[Problem]:
+    """What a loader runs: ValueError with the first error line of the checks above;
+    without errors, the warnings (what the loader skips, what yields no clip)."""
     found = _Findings()
     if _coco_lists(data, path, found):
         _lint_json(data, path, read_as, None, found)
     for problem in found:
         if problem.severity == ERROR:
             raise ValueError(str(problem))
+    return list(found)
 
 
 def check_coco_dataset(
@@ -554,3 +620,67 @@ def summary(problems: Iterable[Problem]) -> str:
     if not problems:
         return "no problems found"
     return f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
+
+
+# ---------------------------------------------------------------------------- folder layouts
+
+
+def _loader_error(err: Exception, fallback: Path, field: str) -> Problem:
+    """A loader's ValueError / OSError ("<file>: <message>") as a Problem."""
+    text = str(err)
+    file, sep, message = text.partition(": ")
+    if not sep or not Path(file).exists():
+        file, message = str(fallback), text
+    return Problem(ERROR, Path(file), field, message)
+
+
+def _lint_folder_video(video: Any, where: str, clip_length: int | None, found: _Findings):
+    """Decode every frame's masks (errors reported); warn about short / empty videos."""
+    source = getattr(video, "source", video.frame_path(0) if video.num_frames else None)
+    if clip_length is not None and video.num_frames < clip_length:
+        found.warning(
+            source,
+            where,
+            f"video has {video.num_frames} (annotated) frame(s), fewer than clip_length "
+            f"{clip_length}: it yields no clips",
+        )
+    has_object = False
+    for index in range(video.num_frames):
+        try:
+            has_object = bool(video.frame_masks(index)) or has_object
+        except ValueError as err:
+            found.append(_loader_error(err, source, f"{where}.frame[{index}]"))
+            return
+    if video.num_frames and not has_object:
+        found.warning(source, where, "no frame of this video has an object: it yields no clips")
+
+
+def is_sav_layout(root: Path) -> bool:
+    """Whether a folder holds SA-V masklet JSONs (`*_manual.json`) rather than DAVIS PNGs."""
+    return any(root.glob("*_manual.json")) or any((root / "Annotations").glob("*_manual.json"))
+
+
+def check_folder_dataset(root: Path, *, clip_length: int | None = None) -> list[Problem]:
+    """Every problem of an SA-V or DAVIS folder dataset (each video loaded, each frame's
+    masks decoded), as check_coco_dataset reports them. Never raises for bad data."""
+    root, found = Path(root), _Findings()
+    layout = "sav" if is_sav_layout(root) else "davis"
+    try:
+        frames = sav.frame_root(root) if layout == "sav" else root / "JPEGImages"
+        names = sorted(p.name for p in frames.iterdir() if p.is_dir())
+    except OSError as err:
+        return [Problem(ERROR, root, "(folder)", f"{layout} layout: {err}")]
+    for name in names:
+        where = f"(video {name})"
+        try:
+            if layout == "sav":
+                video = sav.load_sav_video(root, name)
+            else:
+                (video,) = davis.load_davis_videos(root, names=[name])
+        except (ValueError, OSError) as err:
+            found.append(_loader_error(err, frames / name, where))
+            continue
+        _lint_folder_video(video, where, clip_length, found)
+    if not names:
+        found.error(frames, "(folder)", "no video folders")
+    return list(found)
