@@ -54,3 +54,53 @@ def test_score_models_scores_non_overlapping_predictions(tiny_model):
     pred = seen[0][3]
     assert pred.shape == masks.shape and not (pred[:, 0] & pred[:, 1]).any()
     assert pred[0, 0].sum() == pytest.approx(masks[0, 0].sum(), rel=0.1)  # frame 0: the prompt
+
+
+def test_headline_gains_carry_their_interval():
+    scores = {
+        m: {"mask": [_clip([v, v], [v, v]) for v in vals]}
+        for m, vals in (("base", [0.2, 0.4, 0.6]), ("finetuned", [0.3, 0.5, 0.7]))
+    }
+    out = run.headline_metrics(scores, ("mask",))
+    assert out["jf_gain_mask"] == out["jf_gain_mask_lo"] == out["jf_gain_mask_hi"] == 0.1
+
+
+@pytest.mark.slow
+def test_scores_do_not_depend_on_the_number_of_worker_processes(tiny_model):
+    """Each clip is scored by one thread, in this process or in spawned ones: the same
+    numbers and predictions either way, in clip order."""
+    import dataclasses
+
+    from conftest import square_masks
+
+    from sam2_video.data.clips import Clip
+    from sam2_video.params import EvaluateParams
+
+    rng = np.random.default_rng(0)
+    clips = []
+    for i in range(3):
+        masks = np.roll(square_masks(5, 2).numpy(), 3 * i, axis=-1)
+        frames = rng.integers(0, 255, (5, 128, 128, 3), dtype=np.uint8)
+        clips.append(Clip(f"c{i}", frames, masks, (1, 2)))
+    results = {}
+    for workers in (1, 2):
+        seen = []
+        p = dataclasses.replace(EvaluateParams(prompts=("mask", "box")), workers=workers)
+        scores = run.score_models(
+            {"m": tiny_model}, clips, p, 128, on_prediction=lambda *a, seen=seen: seen.append(a)
+        )
+        results[workers] = (scores, seen)
+    (one, seen1), (two, seen2) = results[1], results[2]
+    for prompt in ("mask", "box"):
+        for a, b in zip(one["m"][prompt], two["m"][prompt], strict=True):
+            assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert [(a[1], a[2].name) for a in seen1] == [(b[1], b[2].name) for b in seen2]
+    assert all(np.array_equal(a[3], b[3]) for a, b in zip(seen1, seen2, strict=True))
+
+
+def test_evaluation_workers_are_the_cores_on_cpu_and_one_on_a_gpu():
+    import os
+
+    assert run.evaluation_workers("auto", "cpu") == len(os.sched_getaffinity(0))
+    assert run.evaluation_workers(3, "cpu") == 3
+    assert run.evaluation_workers("auto", "cuda:0") == 1

@@ -86,8 +86,9 @@ class SyntheticParams:
 class FetchParams:
     source: str = _f(
         "synthetic",
-        "synthetic (generated default) | coco_video | coco_images | davis (your data in "
-        "local_dir) | coco2017 (downloaded)",
+        "synthetic (generated default) | coco_video | coco_images | davis | sav (SA-V layout: "
+        "JPEGImages_24fps/<video>/ + <video>_manual.json) (your data in local_dir) | "
+        "coco2017 (downloaded)",
     )
     checkpoint: str = _f(
         AUTO,
@@ -248,6 +249,12 @@ class EvaluateParams:
     device: str = _f(
         "auto", "auto (the GPU with bf16 autocast when present, else the CPU), cpu, cuda or cuda:N"
     )
+    workers: int | str = _f(
+        AUTO,
+        "processes scoring clips on the CPU, one thread each, so the numbers do not depend "
+        "on the core count (auto: the usable cores; on a GPU always 1)",
+        ">0",
+    )
     track_later_objects: bool = _f(
         False,
         "prompt an object absent on frame 0 on the first "
@@ -331,7 +338,7 @@ class PretrainParams:
 
 CHOICES = {
     "model": MODELS,
-    "fetch.source": ("synthetic", "coco_video", "coco_images", "davis", "coco2017"),
+    "fetch.source": ("synthetic", "coco_video", "coco_images", "davis", "sav", "coco2017"),
     "fetch.coco2017_split": ("val", "train"),
     "evaluate.prompts": ("mask", "points", "box"),
     "train.max_cond_frames": (1, 2),

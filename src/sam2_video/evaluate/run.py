@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ from tqdm import tqdm
 from sam2_video.evaluate import metrics, uncertainty
 from sam2_video.evaluate.predict import predict_clip
 from sam2_video.model import build
-from sam2_video.params import EvaluateParams
+from sam2_video.params import AUTO, EvaluateParams
 
 
 def load_model(config_path: Path, checkpoint: Path, device: torch.device | str = "cpu"):
@@ -23,6 +25,13 @@ def load_model(config_path: Path, checkpoint: Path, device: torch.device | str =
     return model.to(device).eval(), int(cfg.model.image_size)
 
 
+def evaluation_workers(workers: int | str, device: torch.device | str) -> int:
+    """Processes that score clips: one on a GPU; `auto` on the CPU: the usable cores."""
+    if torch.device(device).type != "cpu":
+        return 1
+    return len(os.sched_getaffinity(0)) if workers == AUTO else int(workers)
+
+
 def score_models(
     models: dict, clips, p: EvaluateParams, image_size: int, device="cpu", on_prediction=None
 ) -> dict:
@@ -30,16 +39,79 @@ def score_models(
 
     Predictions are non-overlapping (one object a pixel), the form a DAVIS palette PNG
     stores, so `sam2-video score` on the written PNGs gives these numbers exactly.
+    On the CPU each clip is scored by one thread, in `evaluate.workers` processes: a clip's
+    numbers are then the same whatever the core count or the number of processes.
     """
+    job = _ClipJob(models, tuple(p.prompts), image_size, str(device), p.track_later_objects)
+    workers = min(evaluation_workers(p.workers, device), max(len(clips), 1))
     scores = {m: {prompt: [] for prompt in p.prompts} for m in models}
-    for clip in tqdm(clips, desc="evaluate", mininterval=5):
-        for name, model in models.items():
-            for prompt in p.prompts:
-                pred = predict_clip(model, clip, prompt, image_size, device, p.track_later_objects)
-                scores[name][prompt].append(metrics.score_clip(clip.masks, pred))
+    with _clip_results(job, clips, workers) as results:
+        for clip, result in zip(
+            clips, tqdm(results, total=len(clips), desc="evaluate"), strict=True
+        ):
+            for (name, prompt), (clip_scores, packed) in result.items():
+                scores[name][prompt].append(clip_scores)
                 if on_prediction is not None:
-                    on_prediction(name, prompt, clip, pred)
+                    pred = np.unpackbits(packed, count=clip.masks.size).reshape(clip.masks.shape)
+                    on_prediction(name, prompt, clip, pred.astype(bool))
     return scores
+
+
+class _ClipJob:
+    """Scores one clip with every model and prompt; picklable, so worker processes get it
+    once (the models' weights travel with it)."""
+
+    def __init__(self, models, prompts, image_size, device, track_later_objects):
+        self.models, self.prompts, self.image_size = models, prompts, image_size
+        self.device, self.track_later_objects = device, track_later_objects
+
+    def __call__(self, clip) -> dict:
+        out = {}
+        with _single_thread(self.device):
+            for name, model in self.models.items():
+                for prompt in self.prompts:
+                    pred = predict_clip(
+                        model, clip, prompt, self.image_size, self.device, self.track_later_objects
+                    )
+                    out[name, prompt] = (metrics.score_clip(clip.masks, pred), np.packbits(pred))
+        return out
+
+
+@contextlib.contextmanager
+def _single_thread(device: str):
+    if torch.device(device).type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+_WORKER_JOB: _ClipJob | None = None
+
+
+def _init_worker(job: _ClipJob) -> None:
+    global _WORKER_JOB
+    _WORKER_JOB = job
+
+
+def _run_in_worker(clip) -> dict:
+    return _WORKER_JOB(clip)
+
+
+@contextlib.contextmanager
+def _clip_results(job: _ClipJob, clips, workers: int):
+    """Results of `job` on each clip, in clip order: in this process, or in `workers`
+    spawned ones (fork is unsafe once torch's thread pools exist)."""
+    if workers <= 1:
+        yield map(job, clips)
+        return
+    ctx = torch.multiprocessing.get_context("spawn")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
+        yield pool.imap(_run_in_worker, clips)
 
 
 def headline_metrics(scores: dict, prompts) -> dict[str, float]:
