@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from sam2_video.data import shards
+from sam2_video.data import sampling, shards
 from sam2_video.data.sources import coco_images, coco_video, davis, sav
 from sam2_video.errors import run_stage
 from sam2_video.files import read_json
@@ -85,10 +85,12 @@ def hold_out_tune(splits: dict[str, list], fraction: float) -> dict[str, list]:
 
 def build_splits(source: dict, p: ShardParams, train_length: int, out: Path = OUT) -> dict:
     """Shard every split into out/<split>; {split: manifest}. The train split keeps videos
-    of at least train_length frames (a training window), the others shard.clip_length."""
+    of at least train_length frames (a training window); the others, scored whole, of at
+    least 3 (first and last frames are not scored), or shard.clip_length (val_windows)."""
+    scored = p.clip_length if p.val_windows else sampling.MIN_WHOLE_VIDEO_FRAMES
     manifests = {}
     for split, items in split_sources(source, p).items():
-        length = min(train_length, p.clip_length) if split == "train" else p.clip_length
+        length = min(train_length, p.clip_length) if split == "train" else scored
         manifest = shards.build_split(items, out / split, p, progress=True, min_length=length)
         if manifest["num_sources"] == 0:
             raise ValueError(

@@ -18,8 +18,12 @@ from sam2_video.params import ShardParams, defaults
 
 
 def shard_params(**overrides) -> ShardParams:
-    """The shard defaults (the tiny model's), one worker, with `overrides`."""
-    return dataclasses.replace(defaults().shard, **({"workers": 1} | overrides))
+    """The shard defaults (the tiny model's), one worker, validation windows (the fixed
+    clips most tests here were written against; whole videos: val_windows=False), with
+    `overrides`."""
+    return dataclasses.replace(
+        defaults().shard, **({"workers": 1, "val_windows": True} | overrides)
+    )
 
 
 def store(sources: Sequence, out: Path, **overrides) -> shards.ShardReader:

@@ -104,3 +104,10 @@ def test_evaluation_workers_are_the_cores_on_cpu_and_one_on_a_gpu():
     assert run.evaluation_workers("auto", "cpu") == len(os.sched_getaffinity(0))
     assert run.evaluation_workers(3, "cpu") == 3
     assert run.evaluation_workers("auto", "cuda:0") == 1
+
+
+def test_the_davis_protocol_scores_only_objects_on_the_first_frame():
+    masks = np.zeros((4, 3, 8, 8), bool)
+    masks[0, 0, 2:4, 2:4] = masks[2, 1, 2:4, 2:4] = masks[:, 2, 5:7, 5:7] = True
+    assert run.scored_objects(masks, track_later_objects=True).tolist() == [0, 1, 2]
+    assert run.scored_objects(masks, track_later_objects=False).tolist() == [0, 2]

@@ -96,6 +96,47 @@ def test_fixed_clip_starts_skip_windows_without_an_eligible_object() -> None:
     assert sampling.fixed_clip_starts([Source()], p) == [(0, 2), (0, 4)]
 
 
+class _LateObjects:
+    name, still = "v", False
+    # object 3 on frames 1-2 only, objects 1 and 2 enter on frame 4, object 5 on the last
+    eligible = ((), (3,), (3,), (), (1, 2), (1,), (1, 5))
+
+
+def test_whole_videos_are_fixed_clips_with_every_object_that_shows() -> None:
+    p = shard_params(clip_length=2, val_windows=False)
+    assert sampling.fixed_clip_starts([_LateObjects()], p) == [(0, 0)]
+    assert sampling.clip_name(_LateObjects(), 0, p) == "v"
+    assert sampling.whole_video_length(_LateObjects(), p) == 7
+    capped = shard_params(val_windows=False, val_max_frames=4)
+    assert sampling.whole_video_length(_LateObjects(), capped) == 4
+
+
+def test_a_whole_video_whose_objects_show_only_on_its_last_frame_is_not_scored() -> None:
+    class LastOnly:
+        name, still = "v", False
+        eligible = ((), (), (), (4,))
+
+    assert sampling.fixed_clip_starts([LastOnly()], shard_params(val_windows=False)) == []
+
+
+def test_whole_video_clips_keep_all_frames_and_all_objects(tmp_path: Path) -> None:
+    """More objects than max_objects, and the whole video: nothing is sub-sampled."""
+    reader = store(
+        make_videos(tmp_path / "raw", 2, 9),
+        tmp_path / "split",
+        clip_length=4,
+        max_objects=1,
+        max_side=64,
+        val_windows=False,
+    )
+    assert reader.names == [reader.source(i).name for i in range(2)]
+    for k in range(2):
+        clip, source = reader[k], reader.source(k)
+        assert clip.num_frames == 9 and clip.name == source.name
+        assert clip.object_ids == tuple(sorted({o for f in source.eligible for o in f}))
+        assert len(clip.object_ids) > 1  # max_objects limits windows only
+
+
 def test_batches_are_a_function_of_seed_step_and_rank(video_reader) -> None:
     def batch(step, rank=0, seed=0):
         return StepBatches(video_reader, 2, 32, seed, rank, world_size=2, steps=10)[step]

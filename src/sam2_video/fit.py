@@ -183,12 +183,12 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def validate(model, val_reader, t: TrainParams, device) -> float:
-    """Mean J&F over objects (mask prompt on frame 0, as evaluate scores it) on the first
-    `val_clips` validation clips."""
+    """Mean J&F over objects (a mask prompt on each object's first frame, as evaluate scores
+    it by default) on the first `val_clips` validation clips."""
     per_clip = []
     for i in range(min(t.val_clips, len(val_reader))):
         clip = val_reader[i]
-        pred = predict_clip(model, clip, "mask", t.image_size, device)
+        pred = predict_clip(model, clip, "mask", t.image_size, device, track_later_objects=True)
         per_clip.append(metrics.score_clip(clip.masks, pred))
     model.train()
     return metrics.summarize(per_clip)["jf"]

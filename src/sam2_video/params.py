@@ -133,7 +133,16 @@ class ShardParams:
     clip_length: int | str = _f(
         AUTO, "frames per clip (clips are made when the shards are read)", ">0"
     )
-    stride: int = _f(8, "frames between the starts of consecutive validation clips", ">0")
+    val_windows: bool = _f(
+        False,
+        "score validation videos as windows of clip_length frames every `stride` frames, their "
+        "objects those on the window's first frame, instead of whole (DAVIS, YouTube-VOS, MOSE "
+        "and SA-V score whole videos, every object)",
+    )
+    val_max_frames: int = _f(
+        0, "frame cap of a whole validation video (its first frames; 0: no cap)", ">=0"
+    )
+    stride: int = _f(8, "frames between the starts of validation windows (val_windows)", ">0")
     max_objects: int = _f(3, "most objects per clip (those present on its first frame)", ">0")
     min_area: int = _f(
         16, "objects smaller than this on the first frame (pixels) are left out", ">=0"
@@ -256,10 +265,10 @@ class EvaluateParams:
         ">0",
     )
     track_later_objects: bool = _f(
-        False,
-        "prompt an object absent on frame 0 on the first "
-        "frame showing it (vos_inference's "
-        "--track_object_appearing_later_in_video)",
+        True,
+        "prompt an object absent on frame 0 on the first frame showing it and score it "
+        "(vos_inference's --track_object_appearing_later_in_video); false: the DAVIS "
+        "protocol, only objects on frame 0 are prompted and scored",
     )
 
 

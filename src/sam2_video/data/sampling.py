@@ -6,8 +6,10 @@ eligible objects (`shards` module docstring) are not empty; its objects are thos
 drawn at every visit (`motion`). All randomness comes from the generator the caller
 passes, a function of (seed, step, rank) in training.
 
-Fixed clips (validation, evaluation, export): windows every `stride` frames that start on
-a frame with an eligible object, and one pseudo-video per static image. Their draws come
+Fixed clips (validation, evaluation, export): each video whole (its first `val_max_frames`
+with a cap) with every object that is eligible on any of its frames, as DAVIS, YouTube-VOS,
+MOSE and SA-V score them; or, with `val_windows`, windows every `stride` frames that start
+on a frame with an eligible object; and one pseudo-video per static image. Their draws come
 from the source's own generator (`source_rng(shard.seed, source index)`), consumed window
 after window as the clip shards of format 2 drew them when they were written: every
 experiment scores the same clips, the same ones earlier runs scored.
@@ -15,6 +17,7 @@ experiment scores the same clips, the same ones earlier runs scored.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
@@ -38,9 +41,21 @@ class _Indexed(Protocol):
     eligible: tuple[tuple[int, ...], ...]
 
 
-def clip_name(source: _Indexed, start: int) -> str:
-    """The name "<video>__<start:05d>" for a window,, the image's name for a pseudo-video."""
-    return source.name if source.still else f"{source.name}__{start:05d}"
+# a whole validation video has at least this many frames: its first and last are not scored
+MIN_WHOLE_VIDEO_FRAMES = 3
+
+
+def clip_name(source: _Indexed, start: int, p: ShardParams | None = None) -> str:
+    """The name "<video>__<start:05d>" for a window; the video's or image's own name for a
+    whole video (`p.val_windows` false) or a pseudo-video."""
+    whole = p is not None and not p.val_windows
+    return source.name if source.still or whole else f"{source.name}__{start:05d}"
+
+
+def whole_video_length(source: _Indexed, p: ShardParams) -> int:
+    """Frames of a whole validation video: all, or the first `val_max_frames`."""
+    n = len(source.eligible)
+    return min(n, p.val_max_frames) if p.val_max_frames else n
 
 
 def source_rng(seed: int, index: int) -> np.random.Generator:
@@ -51,6 +66,9 @@ def source_rng(seed: int, index: int) -> np.random.Generator:
 def _fixed_starts(source: _Indexed, p: ShardParams) -> list[int]:
     if source.still:
         return [0]
+    if not p.val_windows:  # the whole video, if an object shows on a frame that is scored
+        scored = source.eligible[: whole_video_length(source, p) - 1]
+        return [0] if any(scored) else []
     starts = window_starts(len(source.eligible), p.clip_length, p.stride)
     return [start for start in starts if source.eligible[start]]
 
@@ -106,6 +124,11 @@ def fixed_clip(source: StoredSource, index: int, start: int, p: ShardParams) -> 
     rng = source_rng(p.seed, index)
     if source.still:
         return still_clip(source, p, rng)
+    if not p.val_windows:  # every object of the video, also those that enter later
+        length = whole_video_length(source, p)
+        object_ids = sorted({o for frame in source.eligible[:length] for o in frame})
+        clip = window_clip(source, 0, object_ids, length)
+        return dataclasses.replace(clip, name=source.name)
     for earlier in _fixed_starts(source, p):  # the draws of the source's earlier windows
         if earlier == start:
             break

@@ -518,7 +518,9 @@ class ShardReader:
         for shard, (path, record) in enumerate(zip(self._paths, records, strict=True)):
             self._sources += _index_shard(path, record, shard)
         self._fixed = sampling.fixed_clip_starts(self._sources, self.params)  # (source, start)
-        self.names = [sampling.clip_name(self._sources[i], start) for i, start in self._fixed]
+        self.names = [
+            sampling.clip_name(self._sources[i], start, self.params) for i, start in self._fixed
+        ]
         self._fds: dict[int, int] = {}
         self._pid = os.getpid()
 

@@ -67,14 +67,24 @@ class _ClipJob:
 
     def __call__(self, clip) -> dict:
         out = {}
+        scored = scored_objects(clip.masks, self.track_later_objects)
         with _single_thread(self.device):
             for name, model in self.models.items():
                 for prompt in self.prompts:
                     pred = predict_clip(
                         model, clip, prompt, self.image_size, self.device, self.track_later_objects
                     )
-                    out[name, prompt] = (metrics.score_clip(clip.masks, pred), np.packbits(pred))
+                    clip_scores = metrics.score_clip(clip.masks[:, scored], pred[:, scored])
+                    out[name, prompt] = (clip_scores, np.packbits(pred))
         return out
+
+
+def scored_objects(masks: np.ndarray, track_later_objects: bool) -> np.ndarray:
+    """Indices of the objects of (T, O, H, W) masks that are scored: all of them, or in the
+    DAVIS protocol (no later objects tracked) those on frame 0."""
+    if track_later_objects:
+        return np.arange(masks.shape[1])
+    return np.flatnonzero(masks[0].reshape(masks.shape[1], -1).any(axis=1))
 
 
 @contextlib.contextmanager
