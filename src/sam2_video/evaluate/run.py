@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sam2_video.evaluate import metrics, uncertainty
+from sam2_video.evaluate import diagnose, metrics, uncertainty
 from sam2_video.evaluate.predict import predict_clip
 from sam2_video.model import build
 from sam2_video.params import AUTO, EvaluateParams
@@ -37,37 +37,42 @@ def score_models(
 ) -> dict:
     """{model: {prompt: [per-clip score dicts]}}; on_prediction(model, prompt, clip, masks).
 
-    Predictions are non-overlapping (one object a pixel), the form a DAVIS palette PNG
-    stores, so `sam2-video score` on the written PNGs gives these numbers exactly.
-    On the CPU each clip is scored by one thread, in `evaluate.workers` processes: a clip's
-    numbers are then the same whatever the core count or the number of processes.
+    `clips`: a sequence of Clips read by index (a ShardReader reads them lazily), so one
+    clip at a time is held here and in each worker. Predictions are non-overlapping (one
+    object a pixel), the form a DAVIS palette PNG stores, so `sam2-video score` on the
+    written PNGs gives these numbers exactly. A clip's score dicts also hold its objects'
+    `width` at the model's input (diagnose.object_widths). On the CPU each clip is scored
+    by one thread, in `evaluate.workers` processes: a clip's numbers are then the same
+    whatever the core count or the number of processes.
     """
-    job = _ClipJob(models, tuple(p.prompts), image_size, str(device), p.track_later_objects)
+    job = _ClipJob(models, clips, tuple(p.prompts), image_size, str(device), p.track_later_objects)
     workers = min(evaluation_workers(p.workers, device), max(len(clips), 1))
     scores = {m: {prompt: [] for prompt in p.prompts} for m in models}
-    with _clip_results(job, clips, workers) as results:
-        for clip, result in zip(
-            clips, tqdm(results, total=len(clips), desc="evaluate"), strict=True
-        ):
-            for (name, prompt), (clip_scores, packed) in result.items():
+    with _clip_results(job, len(clips), workers) as results:
+        progress = tqdm(results, total=len(clips), desc="evaluate", mininterval=5)
+        for i, result in enumerate(progress):
+            clip = clips[i] if on_prediction is not None else None
+            for (name, prompt), (clip_scores, packed, shape) in result.items():
                 scores[name][prompt].append(clip_scores)
-                if on_prediction is not None:
-                    pred = np.unpackbits(packed, count=clip.masks.size).reshape(clip.masks.shape)
+                if clip is not None:
+                    pred = np.unpackbits(packed, count=int(np.prod(shape))).reshape(shape)
                     on_prediction(name, prompt, clip, pred.astype(bool))
     return scores
 
 
 class _ClipJob:
-    """Scores one clip with every model and prompt; picklable, so worker processes get it
-    once (the models' weights travel with it)."""
+    """Scores clip i with every model and prompt; picklable, so worker processes get it
+    once (the models' weights and the clip reader travel with it)."""
 
-    def __init__(self, models, prompts, image_size, device, track_later_objects):
-        self.models, self.prompts, self.image_size = models, prompts, image_size
-        self.device, self.track_later_objects = device, track_later_objects
+    def __init__(self, models, clips, prompts, image_size, device, track_later_objects):
+        self.models, self.clips, self.prompts = models, clips, prompts
+        self.image_size, self.device = image_size, device
+        self.track_later_objects = track_later_objects
 
-    def __call__(self, clip) -> dict:
-        out = {}
+    def __call__(self, index: int) -> dict:
+        clip, out = self.clips[index], {}
         scored = scored_objects(clip.masks, self.track_later_objects)
+        widths = diagnose.object_widths(clip.masks[:, scored], self.image_size)
         with _single_thread(self.device):
             for name, model in self.models.items():
                 for prompt in self.prompts:
@@ -75,7 +80,8 @@ class _ClipJob:
                         model, clip, prompt, self.image_size, self.device, self.track_later_objects
                     )
                     clip_scores = metrics.score_clip(clip.masks[:, scored], pred[:, scored])
-                    out[name, prompt] = (clip_scores, np.packbits(pred))
+                    clip_scores["width"] = widths
+                    out[name, prompt] = (clip_scores, np.packbits(pred), pred.shape)
         return out
 
 
@@ -108,20 +114,20 @@ def _init_worker(job: _ClipJob) -> None:
     _WORKER_JOB = job
 
 
-def _run_in_worker(clip) -> dict:
-    return _WORKER_JOB(clip)
+def _run_in_worker(index: int) -> dict:
+    return _WORKER_JOB(index)
 
 
 @contextlib.contextmanager
-def _clip_results(job: _ClipJob, clips, workers: int):
-    """Results of `job` on each clip, in clip order: in this process, or in `workers`
+def _clip_results(job: _ClipJob, count: int, workers: int):
+    """Results of `job` on clips 0..count-1, in order: in this process, or in `workers`
     spawned ones (fork is unsafe once torch's thread pools exist)."""
     if workers <= 1:
-        yield map(job, clips)
+        yield map(job, range(count))
         return
     ctx = torch.multiprocessing.get_context("spawn")
     with ctx.Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
-        yield pool.imap(_run_in_worker, clips)
+        yield pool.imap(_run_in_worker, range(count))
 
 
 def headline_metrics(scores: dict, prompts) -> dict[str, float]:
