@@ -31,9 +31,9 @@ BLOCKS = {
     "download; its CPU twin (SAM2.1 architecture, random weights) is tests/test_pipeline_sam21.py",
     "PYTHONPATH=src torchrun --nnodes=2": "not run: needs two machines; one machine x 2 "
     "processes of the same script is tests/test_fit.py's DDP test",
-    "dvc repro": "not run as one block: a 2-worker sweep, a remote and placeholders (<name>); "
-    "each command is run by tests/test_reproducibility.py (sweep, exp show --csv/--md, apply, "
-    "push/pull through a directory remote)",
+    "dvc exp run --queue -S seed=0,1,2": "not run: a 6-run sweep takes minutes and `compare` "
+    "takes experiment names (placeholders); the queued sweep is covered by "
+    "tests/test_reproducibility.py's queue test, compare's statistics by tests/test_uncertainty.py",
 }
 
 
