@@ -67,3 +67,30 @@ def test_cli_parity_reports_and_passes(model_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "2 clips, mean J over objects" in out and "within 0.01" in out
     assert cli.main([*args, "--tolerance", "-1"]) == 1  # any gap is above a negative bound
+
+
+def test_late_objects_are_prompted_on_their_first_frame_on_both_sides(model_dir):
+    """vos_inference's --track_object_appearing_later_in_video: an object entering on frame
+    2 is prompted there by SAM2VideoPredictor too, and both agree on it."""
+    clip = _clips(1)[0]
+    masks = clip.masks.copy()
+    masks[:2, -1] = False  # the last object enters on frame 2
+    late = Clip("late", clip.frames, masks, clip.object_ids)
+    config, checkpoint = model_dir / "sam2_model.yaml", model_dir / "sam2_finetuned.pt"
+    model, image_size = load_model(config, checkpoint)
+    predictor = parity.vos_inference_predictor(config, checkpoint)
+    js = parity.compare_clips(model, predictor, [late], image_size, track_later_objects=True)
+    np.testing.assert_allclose(js["late"][0], js["late"][1], atol=0.01)
+    assert js["late"][1, -1] > 0.3  # tracked from frame 2, not left empty
+
+
+def test_cli_parity_on_whole_videos_exports_the_stored_bytes(model_dir, tmp_path, capsys):
+    store(
+        make_videos(tmp_path / "raw", 2, 7, size=(96, 128)),
+        tmp_path / "val",
+        clip_length=4,
+        val_windows=False,
+    )
+    args = ["parity", "--model-dir", str(model_dir), "--shards", str(tmp_path / "val")]
+    assert cli.main([*args, "--max-clips", "1"]) == 0
+    assert "1 clips, mean J over objects" in capsys.readouterr().out

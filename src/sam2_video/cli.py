@@ -237,6 +237,15 @@ def _add_parity_arguments(parser: argparse.ArgumentParser) -> None:
         help="largest |J difference| allowed per object and clip",
     )
     parser.add_argument(
+        "--max-clips", type=int, default=0, help="compare the first N clips only (0: all)"
+    )
+    parser.add_argument(
+        "--first-frame-only",
+        action="store_true",
+        help="prompt only objects on frame 0 (DAVIS protocol); default: each object on its "
+        "first frame, as evaluate.track_later_objects",
+    )
+    parser.add_argument(
         "--apply-postprocessing",
         action="store_true",
         help="build the predictor as SAM2's notebooks do (hole filling, "
@@ -251,12 +260,14 @@ def _run_parity(args: argparse.Namespace) -> int:
 
     config = args.model_dir / "sam2_model.yaml"
     with ShardReader(args.shards) as reader:
-        clips = [reader[i] for i in range(len(reader))]
+        count = len(reader) if args.max_clips <= 0 else min(args.max_clips, len(reader))
+        clips = [reader[i] for i in range(count)]
+        files = [reader.stored_files(i) for i in range(count)]
     worst = 0.0
     for checkpoint in args.checkpoint or [args.model_dir / "sam2_finetuned.pt"]:
         model, image_size = load_model(config, checkpoint)
         predictor = vos_inference_predictor(config, checkpoint, "cpu", args.apply_postprocessing)
-        js = compare_clips(model, predictor, clips, image_size)
+        js = compare_clips(model, predictor, clips, image_size, not args.first_frame_only, files)
         gaps = {name: float(np.abs(j[0] - j[1]).max(initial=0.0)) for name, j in js.items()}
         name = max(gaps, key=gaps.get)
         ours, theirs = (float(np.concatenate([j[k] for j in js.values()]).mean()) for k in (0, 1))

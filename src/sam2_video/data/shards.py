@@ -553,7 +553,9 @@ class ShardReader:
         entry = self._sources[source]
         if entry.still:
             return None
-        infos = entry.frames[start : start + self.params.clip_length]
+        whole = sampling.whole_video_length(entry, self.params)
+        length = self.params.clip_length if self.params.val_windows else whole
+        infos = entry.frames[start : start + length]
         return [(self._read(entry.shard, i), i.name.rsplit(".", 1)[1]) for i in infos]
 
     def _read(self, shard: int, info: tarfile.TarInfo) -> bytes:

@@ -59,31 +59,63 @@ def vos_inference_predictor(
 
 
 @torch.inference_mode()
-def vos_inference_masks(predictor, jpeg_dir: Path, first_masks: np.ndarray) -> np.ndarray:
-    """(T, O, H, W) bool: vos_inference's `vos_inference` for one video, objects 1..O
-    prompted by their frame-0 masks (O, H, W)."""
+def vos_inference_masks(
+    predictor, jpeg_dir: Path, prompts: list[tuple[int, np.ndarray]], shape: tuple[int, ...]
+) -> np.ndarray:
+    """(T, O, H, W) bool: vos_inference's `vos_inference` for one video, object k + 1
+    prompted by its mask on frame prompts[k][0] (with
+    --track_object_appearing_later_in_video, the first frame showing it); an object with
+    start -1 is never prompted and stays empty, as are frames before its prompt.
+
+    Objects that start on the same frame are propagated together from there; SAM2
+    (1.x) keeps each object's memory apart, so this is the joint propagation's result per
+    object, and the predictor's CPU path, which mixes its bf16 memory with float32 when an
+    object is added after the first frame, is avoided. The non-overlap rule is applied
+    across all objects, as the predictor's `non_overlap_masks` does."""
     state = predictor.init_state(video_path=str(jpeg_dir), async_loading_frames=False)
-    for k, mask in enumerate(first_masks):
-        predictor.add_new_mask(state, frame_idx=0, obj_id=k + 1, mask=mask)
-    out = {}
-    for frame_idx, _, logits in predictor.propagate_in_video(state):
-        out[frame_idx] = (logits[:, 0] > 0).cpu().numpy()
-    return np.stack([out[t] for t in sorted(out)])
+    logits = np.full(shape, -np.inf, dtype=np.float32)  # (T, O, H, W)
+    for start in sorted({s for s, _ in prompts if s >= 0}):
+        predictor.reset_state(state)
+        for k, (s, mask) in enumerate(prompts):
+            if s == start:
+                predictor.add_new_mask(state, frame_idx=start, obj_id=k + 1, mask=mask)
+        for frame_idx, obj_ids, out in predictor.propagate_in_video(state, start):
+            for obj_id, obj_logits in zip(obj_ids, out[:, 0].float().cpu().numpy(), strict=True):
+                logits[frame_idx, obj_id - 1] = obj_logits
+    winner = logits.argmax(axis=1)[:, None] == np.arange(shape[1])[None, :, None, None]
+    return (logits > 0) & winner
 
 
-def per_object_j(model, predictor, clip: Clip, image_size: int, work_dir: Path) -> np.ndarray:
-    """(2, O) per-object J of a clip (mask prompt): row 0 ours, row 1 SAM2VideoPredictor."""
-    write_davis_clip(work_dir, clip.name, clip.frames, clip.masks, clip.object_ids)
+def per_object_j(
+    model,
+    predictor,
+    clip: Clip,
+    image_size: int,
+    work_dir: Path,
+    track_later_objects: bool,
+    frame_files=None,
+) -> np.ndarray:
+    """(2, O) per-object J of a clip (mask prompt): row 0 ours, row 1 SAM2VideoPredictor's,
+    on the exported frames (with `frame_files`, ShardReader.stored_files: the stored JPEG
+    bytes as they are, so both see exactly the pixels evaluate saw)."""
+    write_davis_clip(work_dir, clip.name, clip.frames, clip.masks, clip.object_ids, frame_files)
     exported = read_davis_frames(work_dir / "JPEGImages" / clip.name)  # (T, H, W, 3)
-    ours = predict_clip(model, replace(clip, frames=exported), "mask", image_size)
-    tracked = [o for o, (start, _) in enumerate(object_prompts(clip.masks)) if start == 0]
-    theirs = np.zeros_like(ours)
-    first = clip.masks[0, tracked]
-    theirs[:, tracked] = vos_inference_masks(predictor, work_dir / "JPEGImages" / clip.name, first)
+    clip = replace(clip, frames=exported)
+    ours = predict_clip(model, clip, "mask", image_size, track_later_objects=track_later_objects)
+    prompts = object_prompts(clip.masks, track_later_objects)
+    jpeg_dir = work_dir / "JPEGImages" / clip.name
+    theirs = vos_inference_masks(predictor, jpeg_dir, prompts, ours.shape)
     return np.stack([metrics.score_clip(clip.masks, p)["j"] for p in (ours, theirs)])
 
 
-def compare_clips(model, predictor, clips, image_size: int) -> dict[str, np.ndarray]:
-    """{clip name: (2, O) per-object J, ours and SAM2VideoPredictor's}."""
+def compare_clips(
+    model, predictor, clips, image_size: int, track_later_objects: bool = True, files=None
+) -> dict[str, np.ndarray]:
+    """{clip name: (2, O) per-object J, ours and SAM2VideoPredictor's}; files: per clip,
+    its stored frame files (ShardReader.stored_files) or None."""
+    files = files if files is not None else [None] * len(clips)
     with tempfile.TemporaryDirectory() as tmp:
-        return {c.name: per_object_j(model, predictor, c, image_size, Path(tmp)) for c in clips}
+        return {
+            c.name: per_object_j(model, predictor, c, image_size, Path(tmp), track_later_objects, f)
+            for c, f in zip(clips, files, strict=True)
+        }
