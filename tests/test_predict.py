@@ -11,8 +11,14 @@ from PIL import Image
 
 from sam2_video.data.sources import synthetic
 from sam2_video.evaluate import metrics
-from sam2_video.evaluate.predict import non_overlapping_masks, object_prompts, predict_masks
-from sam2_video.model import build, prompts
+from sam2_video.evaluate.predict import (
+    EVAL_PROMPTS,
+    non_overlapping_masks,
+    object_prompts,
+    predict_masks,
+)
+from sam2_video.model import build, feature_cache, prompts, rollout
+from sam2_video.model.transforms import frames_to_model_input, masks_to_model_size
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +134,95 @@ def test_track_later_objects_equals_the_predictor_tracking_that_object_from_its_
     assert not alone_ours[:2].any()
     # with the others, the overlap rule only takes pixels away
     assert not (tracked[:, -1] & ~alone_ours[:, 0]).any()
+
+
+@pytest.fixture(scope="module")
+def long_clip():
+    """A clip longer than the frames the tiny model's memory reaches back (15)."""
+    scene = synthetic.render_scene(
+        np.random.default_rng(5), synthetic.DOMAINS["target"], 24, 2, 128
+    )
+    return scene.frames, scene.visible
+
+
+@pytest.mark.parametrize(("prompt", "start"), [("mask", 0), ("points", 3)])
+def test_frame_by_frame_tracking_equals_track_over_the_whole_video(
+    models, long_clip, prompt, start
+):
+    """rollout.track_video (each frame encoded alone, only what later frames read kept, for
+    as long as they read it) gives bit for bit the logits of rollout.track, which holds
+    every frame's features and outputs, on the same image features."""
+    model = models[0]
+    frames, gt = long_clip
+    images = frames_to_model_input(frames[start:], 128)
+    first = masks_to_model_size(gt[start][None], 128)[0]
+    t = len(frames)
+    assert t - start > rollout.memory_reach(model) + 2, "the memory bank must drop frames"
+    with torch.inference_mode():
+        # track's encoder input is the frames one by one too: thread-split kernels may round
+        # a batch's last bits differently than one frame
+        per_frame = [model.image_encoder(x[None]) for x in images]
+        fpn = [feature_cache.project_fpn(model, e["backbone_fpn"]) for e in per_frame]
+        pos = [e["vision_pos_enc"] for e in per_frame]
+        encoded = {
+            "vision_pos_enc": [torch.cat([p[k] for p in pos]) for k in range(len(pos[0]))],
+            feature_cache.SAM_FPN: [torch.cat([f[k] for f in fpn]) for k in range(len(fpn[0]))],
+        }
+        whole = rollout.track(
+            model,
+            images[None],
+            first[None].expand(t - start, -1, -1, -1),
+            torch.zeros(first.shape[0], dtype=torch.long),
+            rollout.Plan(cond_frames=(0,), kind=prompt),
+            EVAL_PROMPTS,
+            torch.Generator(),
+            encoded,
+            first_frame=start,
+            num_frames=t,
+            predictor_memory=True,
+        )
+        streamed = rollout.track_video(
+            model, iter(images), first, prompt, EVAL_PROMPTS, torch.Generator(), start, t
+        )
+        for a, b in zip(whole, streamed, strict=True):
+            assert torch.equal(a.low_res_logits, b.low_res_logits)
+
+
+def _held_bytes(memory: dict) -> int:
+    tensors = [
+        x
+        for bank in memory.values()
+        for out in bank.values()
+        for v in out.values()
+        for x in (v if isinstance(v, list) else [v])
+        if isinstance(x, torch.Tensor)
+    ]
+    return sum(
+        {x.untyped_storage().data_ptr(): x.untyped_storage().nbytes() for x in tensors}.values()
+    )
+
+
+def test_prediction_memory_does_not_grow_with_video_length(models, long_clip, monkeypatch):
+    """Each frame is encoded alone, once; the memory bank that the last frame reads holds as
+    many bytes after 24 frames as after 18 (both past the memory's reach)."""
+    model = models[0]
+    frames, gt = long_clip
+    batches, held = [], {}
+
+    def track_step(frame_idx, *args):
+        held[frame_idx] = _held_bytes(args[6])  # output_dict: the memory bank
+        return type(model)._track_step(model, frame_idx, *args)
+
+    hook = model.image_encoder.register_forward_hook(lambda m, i, o: batches.append(len(i[0])))
+    monkeypatch.setattr(model, "_track_step", track_step)
+    try:
+        predict_masks(model, frames, object_prompts(gt), "mask", 128)
+    finally:
+        hook.remove()
+    assert batches == [1] * len(frames)
+    reach = rollout.memory_reach(model)
+    assert len(frames) - 1 > reach + 6 > reach + 1
+    assert held[reach + 1] > 0 and held[len(frames) - 1] == held[reach + 1] == held[reach + 7]
 
 
 @pytest.mark.gpu

@@ -13,6 +13,9 @@
   the predictor's non-overlap rule for DAVIS-format output (`non_overlap_masks=true`):
   a pixel belongs to the object with the highest logit, if that logit is above 0.
 - On a GPU, bf16 autocast, as vos_inference runs.
+- Memory does not grow with the video (rollout.track_video): frames stay uint8 until each
+  is encoded, alone, when it is reached, as the predictor encodes them; the memory bank
+  keeps only what later frames read; per frame only the low-res logits are kept.
 """
 
 from __future__ import annotations
@@ -61,28 +64,18 @@ def object_prompts(masks: np.ndarray, track_later_objects: bool = False) -> list
     return prompts
 
 
-def _track_from(model, images: torch.Tensor, start: int, first: torch.Tensor, prompt: str):
-    """Low-res logits (T - start, K, s, s) of K objects prompted on frame `start` of images
-    (T, 3, S, S) by their masks `first` (K, S, S), tracked to the end of the video."""
-    t = images.shape[0] - start
-    gt = first[None].expand(t, -1, -1, -1)  # only the conditioning frame is read
-    owners = torch.zeros(first.shape[0], dtype=torch.long, device=images.device)
-    plan = rollout.Plan(cond_frames=(0,), kind=prompt)
+def _track_from(model, frames: np.ndarray, start: int, first, prompt: str, low_res, objects):
+    """Track K objects prompted on frame `start` of frames (T, H, W, 3) uint8 by their
+    masks `first` (K, S, S) to the end of the video, writing each frame's low-res logits
+    to low_res[frame, objects] (low_res: (T, O, s, s) on the CPU). Each frame is resized
+    and normalised when it is encoded, so memory does not grow with the video's length."""
+    t, size, device = frames.shape[0], first.shape[-1], first.device
+    images = (frames_to_model_input(frames[f : f + 1], size)[0].to(device) for f in range(start, t))
     gen = torch.Generator().manual_seed(0)  # eval prompts draw nothing; keeps the API uniform
-    with torch.autocast(images.device.type, torch.bfloat16, enabled=images.device.type == "cuda"):
-        outs = rollout.track(
-            model,
-            images[None, start:],
-            gt,
-            owners,
-            plan,
-            EVAL_PROMPTS,
-            gen,
-            first_frame=start,
-            num_frames=images.shape[0],
-            predictor_memory=True,
-        )
-    return torch.stack([o.low_res_logits[:, 0].float() for o in outs])
+    with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+        tracked = rollout.track_video(model, images, first, prompt, EVAL_PROMPTS, gen, start, t)
+        for f, frame_out in enumerate(tracked, start):
+            low_res[f, objects] = frame_out.low_res_logits[:, 0].float().cpu()
 
 
 def non_overlapping_masks(low_res: torch.Tensor, height: int, width: int) -> np.ndarray:
@@ -112,14 +105,13 @@ def predict_masks(
     device = torch.device(device)
     t, h, w = frames.shape[:3]
     model.eval()
-    images = frames_to_model_input(frames, image_size).to(device)  # (T, 3, S, S)
     side = image_size // LOW_RES_STRIDE
     low_res = torch.full((t, len(prompts), side, side), NO_OBJECT_LOGIT)  # (T, O, s, s)
     for start in sorted({s for s, _ in prompts if s >= 0}):
         objects = [o for o, (s, _) in enumerate(prompts) if s == start]
         first = np.stack([prompts[o][1] for o in objects])  # (K, H, W)
         first = masks_to_model_size(first[None], image_size)[0].to(device)  # (K, S, S)
-        low_res[start:, objects] = _track_from(model, images, start, first, prompt).cpu()
+        _track_from(model, frames, start, first, prompt, low_res, objects)
     return non_overlapping_masks(low_res, h, w)
 
 

@@ -8,10 +8,14 @@ the other frames are tracked through memory. The same loop, in eval mode with on
 conditioning frame, is SAM2VideoPredictor's inference. How conditioning frames are
 prompted is read from the train params section (`prob_*`, `num_pos_points`, ... of
 params.TrainParams), as parsed; evaluation passes its own (predict.EVAL_PROMPTS).
+`track_video` is that inference loop over one video, frame by frame, in memory that does
+not grow with its length.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -211,35 +215,95 @@ def track(
         # (the finest level's is 16x its size)
         cur_pos = [*pos[:-1], pos[-1][:, img_ids]]
         is_cond = frame in plan.cond_frames
-        with torch.inference_mode(is_cond and frozen_cond):
-            out, sam_out, steps, point_inputs = _decode(
-                model,
-                frame,
-                is_cond,
-                plan,
-                cfg,
-                gen,
-                gt[frame],
-                cur_feats,
-                cur_pos,
-                sizes,
-                memory,
-                video,
-            )
-        out["pred_masks"], out["pred_masks_high_res"], out["obj_ptr"] = sam_out[3:6]
-        high_res = sam_out[4]
-        if is_cond and predictor_memory:
-            high_res = F.interpolate(
-                sam_out[3], size=high_res.shape[-2:], mode="bilinear", align_corners=False
-            )
+        ctx = (plan, cfg, gen, memory, video, predictor_memory)
         # no later frame reads the memory of the last one: skip its memory encoder
-        model._encode_memory_in_output(
-            cur_feats, sizes, point_inputs, frame != order[-1], high_res, sam_out[6], out
+        outputs[frame] = _step(
+            model,
+            ctx,
+            frame,
+            gt[frame],
+            (cur_feats, cur_pos, sizes),
+            encode_memory=frame != order[-1],
+            inference=is_cond and frozen_cond,
         )
-        if predictor_memory and out["maskmem_features"] is not None:
-            # SAM2VideoPredictor stores memory features in bfloat16, on any device
-            out["maskmem_features"] = out["maskmem_features"].to(torch.bfloat16)
-        bank = "cond_frame_outputs" if is_cond else "non_cond_frame_outputs"
-        memory[bank][video[0] + frame] = out
-        outputs[frame] = FrameOutput(steps=steps, logits=sam_out[4], low_res_logits=sam_out[3])
     return [outputs[f] for f in range(t)]
+
+
+def _step(model, ctx, frame, gt, features, encode_memory, inference) -> FrameOutput:
+    """One frame of `track`: decode it, encode its memory (unless `encode_memory` is
+    false), store its output in the memory bank. ctx: (plan, cfg, gen, memory, video,
+    predictor_memory) as in `track`; features: (feats, pos, sizes) of its N objects;
+    inference: decode in inference mode, else in the caller's grad mode (not in
+    inference_mode(False), which turns autograd back on under no_grad or inference mode:
+    inference then built a graph through every frame's memory)."""
+    plan, cfg, gen, memory, video, predictor_memory = ctx
+    feats, pos, sizes = features
+    is_cond = frame in plan.cond_frames
+    with torch.inference_mode() if inference else contextlib.nullcontext():
+        out, sam_out, steps, point_inputs = _decode(
+            model, frame, is_cond, plan, cfg, gen, gt, feats, pos, sizes, memory, video
+        )
+    out["pred_masks"], out["pred_masks_high_res"], out["obj_ptr"] = sam_out[3:6]
+    high_res = sam_out[4]
+    if is_cond and predictor_memory:
+        high_res = F.interpolate(
+            sam_out[3], size=high_res.shape[-2:], mode="bilinear", align_corners=False
+        )
+    model._encode_memory_in_output(
+        feats, sizes, point_inputs, encode_memory, high_res, sam_out[6], out
+    )
+    if predictor_memory and out["maskmem_features"] is not None:
+        # SAM2VideoPredictor stores memory features in bfloat16, on any device
+        out["maskmem_features"] = out["maskmem_features"].to(torch.bfloat16)
+    bank = "cond_frame_outputs" if is_cond else "non_cond_frame_outputs"
+    memory[bank][video[0] + frame] = out
+    return FrameOutput(steps=steps, logits=sam_out[4], low_res_logits=sam_out[3])
+
+
+# What SAM2Base._prepare_memory_conditioned_features reads of an earlier frame's output
+MEMORY_KEYS = ("maskmem_features", "maskmem_pos_enc", "obj_ptr")
+
+
+def memory_reach(model) -> int:
+    """How many frames back an eval-mode SAM2 reads a non-conditioning frame's memory: its
+    num_maskmem - 1 memories at temporal stride r reach 1 + r * (num_maskmem - 1) frames
+    back at most, its object pointers max_obj_ptrs_in_encoder - 1 frames back."""
+    stride = model.memory_temporal_stride_for_eval
+    return max(1 + stride * (model.num_maskmem - 1), model.max_obj_ptrs_in_encoder - 1)
+
+
+def track_video(
+    model,
+    images: Iterable[torch.Tensor],
+    first: torch.Tensor,
+    kind: str,
+    cfg: TrainParams,
+    gen: torch.Generator,
+    first_frame: int,
+    num_frames: int,
+) -> Iterator[FrameOutput]:
+    """`track` of one video for inference (`predictor_memory`), frame by frame, in memory
+    that does not grow with the video: as SAM2VideoPredictor, each frame is encoded alone
+    when it is reached, and the memory bank keeps of a frame only what later frames read
+    (MEMORY_KEYS), and of a non-conditioning frame only while it is within `memory_reach`.
+
+    images: the frames first_frame .. num_frames - 1 of the video, each (3, S, S)
+    normalized; first (N, S, S) bool: the masks the N objects are prompted from on
+    frame first_frame (kind: mask, points or box; cfg as EVAL_PROMPTS). Yields each
+    frame's FrameOutput in order; run it without autograd (inference or no_grad mode).
+    """
+    t = num_frames - first_frame
+    ids = torch.zeros(first.shape[0], dtype=torch.long, device=first.device)
+    memory = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
+    ctx = (Plan(cond_frames=(0,), kind=kind), cfg, gen, memory, (first_frame, num_frames), True)
+    reach = memory_reach(model)
+    for frame, image in enumerate(images):
+        feats, pos, sizes = image_features(model, image[None], encoder_grad=False)
+        feats = [x[:, ids] for x in feats]
+        pos = [*pos[:-1], pos[-1][:, ids]]
+        out = _step(model, ctx, frame, first, (feats, pos, sizes), frame != t - 1, False)
+        bank = memory["cond_frame_outputs" if frame == 0 else "non_cond_frame_outputs"]
+        kept = bank[first_frame + frame]
+        bank[first_frame + frame] = {k: kept[k] for k in MEMORY_KEYS}
+        memory["non_cond_frame_outputs"].pop(first_frame + frame - reach, None)
+        yield out
