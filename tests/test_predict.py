@@ -181,8 +181,9 @@ def test_frame_by_frame_tracking_equals_track_over_the_whole_video(
             num_frames=t,
             predictor_memory=True,
         )
+        features = (rollout.image_features(model, x[None], False) for x in images)
         streamed = rollout.track_video(
-            model, iter(images), first, prompt, EVAL_PROMPTS, torch.Generator(), start, t
+            model, features, first, prompt, EVAL_PROMPTS, torch.Generator(), start, t
         )
         for a, b in zip(whole, streamed, strict=True):
             assert torch.equal(a.low_res_logits, b.low_res_logits)
@@ -238,3 +239,48 @@ def test_predict_on_cuda_with_bf16_matches_cpu(clip, models):
     np.testing.assert_allclose(
         metrics.score_clip(gt, gpu)["j"], metrics.score_clip(gt, cpu)["j"], atol=0.03
     )
+
+
+def test_several_models_and_prompts_share_each_frame_encoding_and_predict_as_alone(
+    models, long_clip
+):
+    """Two models that differ only in their memory modules (fine-tuning's result) and three
+    prompt kinds: each frame is encoded once for all six trackers, and every prediction is
+    bit for bit what the model predicts alone."""
+    import copy
+
+    from sam2_video.evaluate.predict import predict_all, share_encoder
+
+    base = models[0]
+    tuned = copy.deepcopy(base)
+    with torch.no_grad():
+        for w in tuned.memory_attention.parameters():
+            w.mul_(1.01)
+    frames, gt = long_clip
+    gt = gt.copy()
+    gt[:3, -1] = False  # a later object: its own tracker from frame 3
+    prompts = object_prompts(gt, track_later_objects=True)
+    assert share_encoder([base, tuned])
+    calls = []
+    hook = base.image_encoder.register_forward_hook(lambda m, i, o: calls.append(1))
+    try:
+        kinds = ("mask", "points", "box")
+        together = predict_all({"base": base, "tuned": tuned}, frames, prompts, kinds, 128)
+    finally:
+        hook.remove()
+    assert len(calls) == len(frames)
+    for (name, kind), pred in together.items():
+        model = base if name == "base" else tuned
+        assert np.array_equal(pred, predict_masks(model, frames, prompts, kind, 128)), (name, kind)
+    assert not np.array_equal(together["base", "mask"], together["tuned", "mask"])
+
+
+def test_models_with_other_encoders_do_not_share_it(models):
+    import copy
+
+    other = copy.deepcopy(models[0])
+    with torch.no_grad():
+        next(other.image_encoder.parameters()).add_(1.0)
+    from sam2_video.evaluate.predict import share_encoder
+
+    assert not share_encoder([models[0], other])

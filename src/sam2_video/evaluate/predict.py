@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from sam2_video.data.clips import Clip
-from sam2_video.model import rollout
+from sam2_video.model import feature_cache, rollout
 from sam2_video.model.transforms import frames_to_model_input, masks_to_model_size
 from sam2_video.params import defaults
 
@@ -64,18 +64,33 @@ def object_prompts(masks: np.ndarray, track_later_objects: bool = False) -> list
     return prompts
 
 
-def _track_from(model, frames: np.ndarray, start: int, first, prompt: str, low_res, objects):
-    """Track K objects prompted on frame `start` of frames (T, H, W, 3) uint8 by their
-    masks `first` (K, S, S) to the end of the video, writing each frame's low-res logits
-    to low_res[frame, objects] (low_res: (T, O, s, s) on the CPU). Each frame is resized
-    and normalised when it is encoded, so memory does not grow with the video's length."""
-    t, size, device = frames.shape[0], first.shape[-1], first.device
-    images = (frames_to_model_input(frames[f : f + 1], size)[0].to(device) for f in range(start, t))
-    gen = torch.Generator().manual_seed(0)  # eval prompts draw nothing; keeps the API uniform
-    with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-        tracked = rollout.track_video(model, images, first, prompt, EVAL_PROMPTS, gen, start, t)
-        for f, frame_out in enumerate(tracked, start):
-            low_res[f, objects] = frame_out.low_res_logits[:, 0].float().cpu()
+class FrameEncoder:
+    """A video's image features (rollout.image_features of one frame at a time, resized and
+    normalised when encoded), each frame computed once and kept until another frame is
+    asked for: trackers that advance frame by frame in lockstep share one encoding, and
+    memory does not grow with the video's length."""
+
+    def __init__(self, model, frames: np.ndarray, image_size: int, device: torch.device):
+        self.model, self.frames, self.size, self.device = model, frames, image_size, device
+        self.frame, self.features = -1, None
+
+    def __call__(self, f: int):
+        if f != self.frame:
+            image = frames_to_model_input(self.frames[f : f + 1], self.size).to(self.device)
+            self.frame, self.features = f, rollout.image_features(self.model, image, False)
+        return self.features
+
+
+def share_encoder(models: Sequence[torch.nn.Module]) -> bool:
+    """Whether the models compute the same image features: equal image encoders and mask
+    decoder projections (conv_s0/s1), as after fine-tuning only the memory modules."""
+
+    def frozen_part(model) -> dict[str, torch.Tensor]:
+        parts = [model.image_encoder, *feature_cache.high_res_projections(model)]
+        return {f"{i}.{k}": v for i, m in enumerate(parts) for k, v in m.state_dict().items()}
+
+    first = frozen_part(models[0])
+    return all(all(torch.equal(first[k], v) for k, v in frozen_part(m).items()) for m in models[1:])
 
 
 def non_overlapping_masks(low_res: torch.Tensor, height: int, width: int) -> np.ndarray:
@@ -91,6 +106,51 @@ def non_overlapping_masks(low_res: torch.Tensor, height: int, width: int) -> np.
 
 
 @torch.inference_mode()
+def predict_all(
+    models: dict,
+    frames: np.ndarray,
+    prompts: Sequence[ObjectPrompt],
+    kinds: Sequence[str],
+    image_size: int,
+    device: torch.device | str = "cpu",
+) -> dict[tuple[str, str], np.ndarray]:
+    """{(model name, prompt kind): (T, O, H, W) bool non-overlapping predictions} of every
+    model with every prompt kind, the objects prompted as `prompts` says (see
+    `object_prompts`). All trackers advance one frame at a time together; when the models
+    share the encoder (`share_encoder`) each frame is encoded once for all of them. Each
+    tracker computes exactly what it computes alone (`predict_masks`)."""
+    device = torch.device(device)
+    t, h, w = frames.shape[:3]
+    side = image_size // LOW_RES_STRIDE
+    shared = share_encoder(list(models.values()))
+    encoders = {}
+    starts = sorted({s for s, _ in prompts if s >= 0})
+    streams, low_res = [], {}
+    for name, model in models.items():
+        model.eval()
+        encoder = encoders.get("shared") if shared else None
+        encoder = encoder or FrameEncoder(model, frames, image_size, device)
+        encoders["shared" if shared else name] = encoder
+        for kind in kinds:
+            out = low_res[name, kind] = torch.full((t, len(prompts), side, side), NO_OBJECT_LOGIT)
+            for start in starts:
+                objects = [o for o, (s, _) in enumerate(prompts) if s == start]
+                first = np.stack([prompts[o][1] for o in objects])  # (K, H, W)
+                first = masks_to_model_size(first[None], image_size)[0].to(device)  # (K, S, S)
+                features = (encoder(f) for f in range(start, t))
+                gen = torch.Generator().manual_seed(0)  # eval prompts draw nothing
+                tracked = rollout.track_video(
+                    model, features, first, kind, EVAL_PROMPTS, gen, start, t
+                )
+                streams.append((start, tracked, out, objects))
+    with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+        for f in range(t):
+            for start, tracked, out, objects in streams:
+                if f >= start:
+                    out[f, objects] = next(tracked).low_res_logits[:, 0].float().cpu()
+    return {key: non_overlapping_masks(logits, h, w) for key, logits in low_res.items()}
+
+
 def predict_masks(
     model,
     frames: np.ndarray,
@@ -102,17 +162,9 @@ def predict_masks(
     """Track objects through `frames` (T, H, W, 3) uint8 from one prompt each (see
     `object_prompts`; `prompt` is the kind: mask, points or box). Returns (T, O, H, W) bool,
     non-overlapping."""
-    device = torch.device(device)
-    t, h, w = frames.shape[:3]
-    model.eval()
-    side = image_size // LOW_RES_STRIDE
-    low_res = torch.full((t, len(prompts), side, side), NO_OBJECT_LOGIT)  # (T, O, s, s)
-    for start in sorted({s for s, _ in prompts if s >= 0}):
-        objects = [o for o, (s, _) in enumerate(prompts) if s == start]
-        first = np.stack([prompts[o][1] for o in objects])  # (K, H, W)
-        first = masks_to_model_size(first[None], image_size)[0].to(device)  # (K, S, S)
-        _track_from(model, frames, start, first, prompt, low_res, objects)
-    return non_overlapping_masks(low_res, h, w)
+    return predict_all({"model": model}, frames, prompts, (prompt,), image_size, device)[
+        "model", prompt
+    ]
 
 
 def predict_clip(

@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from sam2_video.evaluate import diagnose, metrics, uncertainty
-from sam2_video.evaluate.predict import predict_clip
+from sam2_video.evaluate.predict import object_prompts, predict_all
 from sam2_video.model import build
 from sam2_video.params import AUTO, EvaluateParams
 
@@ -73,15 +73,15 @@ class _ClipJob:
         clip, out = self.clips[index], {}
         scored = scored_objects(clip.masks, self.track_later_objects)
         widths = diagnose.object_widths(clip.masks[:, scored], self.image_size)
+        prompts = object_prompts(clip.masks, self.track_later_objects)
         with _single_thread(self.device):
-            for name, model in self.models.items():
-                for prompt in self.prompts:
-                    pred = predict_clip(
-                        model, clip, prompt, self.image_size, self.device, self.track_later_objects
-                    )
-                    clip_scores = metrics.score_clip(clip.masks[:, scored], pred[:, scored])
-                    clip_scores["width"] = widths
-                    out[name, prompt] = (clip_scores, np.packbits(pred), pred.shape)
+            preds = predict_all(
+                self.models, clip.frames, prompts, self.prompts, self.image_size, self.device
+            )
+        for key, pred in preds.items():  # models x prompts, in that order
+            clip_scores = metrics.score_clip(clip.masks[:, scored], pred[:, scored])
+            clip_scores["width"] = widths
+            out[key] = (clip_scores, np.packbits(pred), pred.shape)
         return out
 
 

@@ -274,7 +274,7 @@ def memory_reach(model) -> int:
 
 def track_video(
     model,
-    images: Iterable[torch.Tensor],
+    features: Iterable[tuple],
     first: torch.Tensor,
     kind: str,
     cfg: TrainParams,
@@ -287,8 +287,10 @@ def track_video(
     when it is reached, and the memory bank keeps of a frame only what later frames read
     (MEMORY_KEYS), and of a non-conditioning frame only while it is within `memory_reach`.
 
-    images: the frames first_frame .. num_frames - 1 of the video, each (3, S, S)
-    normalized; first (N, S, S) bool: the masks the N objects are prompted from on
+    features: `image_features` of the frames first_frame .. num_frames - 1 of the video,
+    each encoded alone (a batch of one), read one frame at a time, when the frame is
+    tracked (so several trackers can share one frame's encoding); first (N, S, S) bool: the
+    masks the N objects are prompted from on
     frame first_frame (kind: mask, points or box; cfg as EVAL_PROMPTS). Yields each
     frame's FrameOutput in order; run it without autograd (inference or no_grad mode).
     """
@@ -297,8 +299,7 @@ def track_video(
     memory = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
     ctx = (Plan(cond_frames=(0,), kind=kind), cfg, gen, memory, (first_frame, num_frames), True)
     reach = memory_reach(model)
-    for frame, image in enumerate(images):
-        feats, pos, sizes = image_features(model, image[None], encoder_grad=False)
+    for frame, (feats, pos, sizes) in enumerate(features):
         feats = [x[:, ids] for x in feats]
         pos = [*pos[:-1], pos[-1][:, ids]]
         out = _step(model, ctx, frame, first, (feats, pos, sizes), frame != t - 1, False)
