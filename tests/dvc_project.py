@@ -80,3 +80,13 @@ def copy_project(root: Path, params: dict) -> None:
             shutil.copy2(REPO / rel, root / rel)
     merged = merge(yaml.safe_load((root / "params.yaml").read_text()), params)
     (root / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
+
+
+def load_stage(name: str):
+    """The stage script stages/<name>.py as a module (its main() is not run)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{name}_stage", REPO / "stages" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

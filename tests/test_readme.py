@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 from dvc_project import REPO, copy_project, init_git, project_env, reduced_params, run
-from stored import write_coco
+from stored import write_video_coco
 
 OWN_DATA = "<!-- own-data commands: tests/test_readme.py runs this block as written -->"
 EXPERIMENTS = "<!-- experiments commands: tests/test_readme.py runs this block as written -->"
@@ -75,7 +75,11 @@ def test_own_data_commands_run_as_written(tmp_path):
     root.mkdir()
     copy_project(root, reduced_params(train_steps=2))  # seconds, not minutes, on 2 cores
     user = root / "data" / "user"
-    write_coco(user, videos=4, frames=6, size=(96, 128)).rename(user / "train.json")
+    # a user's export, not the test data: 12-frame videos (longer than a training window,
+    # shorter than shard.clip_length's 16), a 3-frame one, a box-only annotation, no track
+    # ids, and the held-out video's second object entering on frame 3
+    videos = {"a": (12, 0), "box": (12, 0), "c": (3, 0), "d": (12, 0), "late": (12, 3)}
+    write_video_coco(user, "train.json", videos, tracks=False)
     init_git(root, "README Test")
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "a user's project"], root)
@@ -97,6 +101,11 @@ def test_own_data_commands_run_as_written(tmp_path):
     header = next(line for line in table if "Experiment" in line and "jf_gain" in line)
     assert header.split()[:4] == ["Experiment", "jf", "jf_base", "jf_gain"]
     assert "coco_video" in out.stdout
+    assert "video_shorter_than_clip" in out.stdout  # the 3-frame video, counted
+    assert "without a mask" in out.stdout or "box-only" in out.stdout  # skipped, with a warning
+    per_object = json.loads((root / "metrics" / "per_object.json").read_text())
+    late = {(r["object"], r["prompt"]) for r in per_object if r["clip"] == "late"}
+    assert (1, "mask") in late  # the object that enters on frame 3 is scored
 
 
 @pytest.mark.slow

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
-from dvc_project import REPO
+from dvc_project import load_stage
 
 
 def shard_stage():
-    spec = importlib.util.spec_from_file_location("shard_stage", REPO / "stages" / "shard.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_stage("shard")
 
 
 def test_tune_is_the_last_share_of_train_and_val_is_untouched():

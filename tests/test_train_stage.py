@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import yaml
-from dvc_project import REPO
+from dvc_project import REPO, load_stage
 
 
 def train_stage():
-    spec = importlib.util.spec_from_file_location("train_stage", REPO / "stages" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_stage("train")
 
 
 def test_the_curves_the_stage_guarantees_are_the_ones_dvc_yaml_plots():
