@@ -10,7 +10,7 @@ runs the train and evaluate stages of the default pipeline (the data stages are 
 any x86-64 CPU, and are run once) in a clone of HEAD, and records the metrics, the weights'
 hash and the stages' seconds.
 
-- spread: per metric, the largest |difference| from the reference run over the unpinned
+- spread: per metric, the largest |difference| from the reference run over all other
   settings; tolerance = max(FLOOR, FACTOR x spread), written to bench/tolerances.json, which
   `make repro-check` passes to `sam2-video repro-check --tolerances`.
 - pinning: the same run with ATen, MKL and oneDNN forced to their baseline paths, twice with
@@ -35,9 +35,12 @@ from sam2_video.repro_check import VOLATILE_METRICS, flatten_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS, TOLERANCES = REPO / "bench" / "RESULTS.md", REPO / "bench" / "tolerances.json"
+RUNS = REPO / "bench" / "numerics_runs.json"  # each setting's metrics, hash and seconds
 METRIC_FILES = ("metrics/eval.json", "dvclive/train/metrics.json")
 FACTOR = 3.0  # a few settings on one machine under-sample the processors CI may meet
-FLOOR = 1e-4  # one unit in the 4th decimal, the precision metrics are written with
+# a metric that did not move in any setting (the base model's, the step counts) may still
+# move on another CPU by a few objects' last pixels: 5 units in the 4th decimal
+FLOOR = 5e-4
 PINNED = {"MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "SSE41"}
 SETTINGS = {  # name: (extra environment, threads, pinned)
     "reference": ({}, 2, False),
@@ -145,7 +148,13 @@ def report(runs: dict[str, dict], spreads: dict[str, float], tol: dict[str, floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument(
+        "--from-runs", action="store_true", help=f"re-derive the tolerances from {RUNS.name}"
+    )
     args = parser.parse_args()
+    if args.from_runs:
+        report_and_write(json.loads(RUNS.read_text()))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         clone = Path(tmp) / "clone"
         env = environment(clone, {}, 2)
@@ -156,11 +165,15 @@ def main() -> None:
             extra, threads, _ = SETTINGS[name]
             runs[name] = run_setting(clone, extra, threads)
             print(name, runs[name]["weights_sha256"], runs[name]["seconds"], flush=True)
-    unpinned = [n for n in runs if not SETTINGS[n][2]]
-    spreads = spread(runs, unpinned)
+    RUNS.write_text(json.dumps(runs, indent=1) + "\n")
+    report_and_write(runs)
+
+
+def report_and_write(runs: dict[str, dict]) -> None:
+    # every setting is another set of kernels, as another CPU runs: all count
+    spreads = spread(runs, [n for n in runs if n != "reference"])
     tol = tolerances(spreads)
     TOLERANCES.write_text(json.dumps(tol, indent=2, sort_keys=True) + "\n")
-    (REPO / "bench" / "numerics_runs.json").write_text(json.dumps(runs, indent=1) + "\n")
     body = report(runs, spreads, tol)
     print(body)
     RESULTS.write_text(replace_section(RESULTS.read_text(), "Numerics across CPUs", body))
