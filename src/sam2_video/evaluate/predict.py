@@ -113,24 +113,26 @@ def predict_all(
     kinds: Sequence[str],
     image_size: int,
     device: torch.device | str = "cpu",
+    shared_encoder: bool | None = None,
 ) -> dict[tuple[str, str], np.ndarray]:
     """{(model name, prompt kind): (T, O, H, W) bool non-overlapping predictions} of every
     model with every prompt kind, the objects prompted as `prompts` says (see
     `object_prompts`). All trackers advance one frame at a time together; when the models
-    share the encoder (`share_encoder`) each frame is encoded once for all of them. Each
+    share the encoder (`share_encoder`; a caller scoring many videos with the same models
+    passes its answer as `shared_encoder`) each frame is encoded once for all of them. Each
     tracker computes exactly what it computes alone (`predict_masks`)."""
     device = torch.device(device)
     t, h, w = frames.shape[:3]
     side = image_size // LOW_RES_STRIDE
-    shared = share_encoder(list(models.values()))
-    encoders = {}
+    if shared_encoder is None:
+        shared_encoder = len(models) > 1 and share_encoder(list(models.values()))
+    first_model = next(iter(models.values()))
+    shared = FrameEncoder(first_model, frames, image_size, device) if shared_encoder else None
     starts = sorted({s for s, _ in prompts if s >= 0})
     streams, low_res = [], {}
     for name, model in models.items():
         model.eval()
-        encoder = encoders.get("shared") if shared else None
-        encoder = encoder or FrameEncoder(model, frames, image_size, device)
-        encoders["shared" if shared else name] = encoder
+        encoder = shared or FrameEncoder(model, frames, image_size, device)
         for kind in kinds:
             out = low_res[name, kind] = torch.full((t, len(prompts), side, side), NO_OBJECT_LOGIT)
             for start in starts:

@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from sam2_video.evaluate import diagnose, metrics, uncertainty
-from sam2_video.evaluate.predict import object_prompts, predict_all
+from sam2_video.evaluate.predict import object_prompts, predict_all, share_encoder
 from sam2_video.model import build
 from sam2_video.params import AUTO, EvaluateParams
 
@@ -68,6 +68,8 @@ class _ClipJob:
         self.models, self.clips, self.prompts = models, clips, prompts
         self.image_size, self.device = image_size, device
         self.track_later_objects = track_later_objects
+        # the models do not change between clips: compare their encoders' weights once
+        self.shared_encoder = len(models) > 1 and share_encoder(list(models.values()))
 
     def __call__(self, index: int) -> dict:
         clip, out = self.clips[index], {}
@@ -76,7 +78,13 @@ class _ClipJob:
         prompts = object_prompts(clip.masks, self.track_later_objects)
         with _single_thread(self.device):
             preds = predict_all(
-                self.models, clip.frames, prompts, self.prompts, self.image_size, self.device
+                self.models,
+                clip.frames,
+                prompts,
+                self.prompts,
+                self.image_size,
+                self.device,
+                self.shared_encoder,
             )
         for key, pred in preds.items():  # models x prompts, in that order
             clip_scores = metrics.score_clip(clip.masks[:, scored], pred[:, scored])
