@@ -183,7 +183,7 @@ def test_frame_by_frame_tracking_equals_track_over_the_whole_video(
         )
         features = (rollout.image_features(model, x[None], False) for x in images)
         streamed = rollout.track_video(
-            model, features, first, prompt, EVAL_PROMPTS, torch.Generator(), start, t
+            model, features, [(prompt, first)], EVAL_PROMPTS, torch.Generator(), start, t
         )
         for a, b in zip(whole, streamed, strict=True):
             assert torch.equal(a.low_res_logits, b.low_res_logits)
@@ -245,8 +245,10 @@ def test_several_models_and_prompts_share_each_frame_encoding_and_predict_as_alo
     models, long_clip
 ):
     """Two models that differ only in their memory modules (fine-tuning's result) and three
-    prompt kinds: each frame is encoded once for all six trackers, and every prediction is
-    bit for bit what the model predicts alone."""
+    prompt kinds: each frame is encoded once for all six trackers, and each model tracks
+    its objects under the three kinds as one batch, which changes at most float rounding:
+    the J of each object as when each kind is predicted alone (bit for bit on the CPU this
+    was written on; the issue allows a mean J within 0.005)."""
     import copy
 
     from sam2_video.evaluate.predict import predict_all, share_encoder
@@ -271,7 +273,11 @@ def test_several_models_and_prompts_share_each_frame_encoding_and_predict_as_alo
     assert len(calls) == len(frames)
     for (name, kind), pred in together.items():
         model = base if name == "base" else tuned
-        assert np.array_equal(pred, predict_masks(model, frames, prompts, kind, 128)), (name, kind)
+        alone = predict_masks(model, frames, prompts, kind, 128)
+        j_together, j_alone = metrics.score_clip(gt, pred)["j"], metrics.score_clip(gt, alone)["j"]
+        assert abs(j_together.mean() - j_alone.mean()) <= 0.005, (name, kind)
+        np.testing.assert_allclose(j_together, j_alone, atol=0.02, err_msg=f"{name} {kind}")
+        assert (pred != alone).mean() < 1e-3, (name, kind)
     assert not np.array_equal(together["base", "mask"], together["tuned", "mask"])
 
 

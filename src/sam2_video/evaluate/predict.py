@@ -100,7 +100,10 @@ def non_overlapping_masks(low_res: torch.Tensor, height: int, width: int) -> np.
     for t, frame in enumerate(low_res):
         up = F.interpolate(frame[:, None], (height, width), mode="bilinear", align_corners=False)
         up = up[:, 0]  # (O, H, W)
-        winner = up.argmax(dim=0, keepdim=True) == torch.arange(up.shape[0])[:, None, None]
+        # argmax over a contiguous last axis: over dim 0 torch's CPU kernel is several
+        # times slower; the first maximum wins ties either way
+        best = up.permute(1, 2, 0).contiguous().argmax(dim=-1)  # (H, W)
+        winner = best[None] == torch.arange(up.shape[0])[:, None, None]
         out[t] = ((up > 0) & winner).numpy()
     return out
 
@@ -119,8 +122,11 @@ def predict_all(
     model with every prompt kind, the objects prompted as `prompts` says (see
     `object_prompts`). All trackers advance one frame at a time together; when the models
     share the encoder (`share_encoder`; a caller scoring many videos with the same models
-    passes its answer as `shared_encoder`) each frame is encoded once for all of them. Each
-    tracker computes exactly what it computes alone (`predict_masks`)."""
+    passes its answer as `shared_encoder`) each frame is encoded once for all of them. A
+    model tracks its objects under every prompt kind as one batch after the prompt frame
+    (rollout.track_video's groups): with one kind that is exactly `predict_masks`; with
+    several the larger batch may round the last bits differently (bench.eval_batching
+    measures how far the scores move)."""
     device = torch.device(device)
     t, h, w = frames.shape[:3]
     side = image_size // LOW_RES_STRIDE
@@ -129,27 +135,32 @@ def predict_all(
     first_model = next(iter(models.values()))
     shared = FrameEncoder(first_model, frames, image_size, device) if shared_encoder else None
     starts = sorted({s for s, _ in prompts if s >= 0})
-    streams, low_res = [], {}
+    low_res = {
+        (name, kind): torch.full((t, len(prompts), side, side), NO_OBJECT_LOGIT)
+        for name in models
+        for kind in kinds
+    }
+    streams = []  # (start frame, tracker, objects): one per model and prompt frame
     for name, model in models.items():
         model.eval()
         encoder = shared or FrameEncoder(model, frames, image_size, device)
-        for kind in kinds:
-            out = low_res[name, kind] = torch.full((t, len(prompts), side, side), NO_OBJECT_LOGIT)
-            for start in starts:
-                objects = [o for o, (s, _) in enumerate(prompts) if s == start]
-                first = np.stack([prompts[o][1] for o in objects])  # (K, H, W)
-                first = masks_to_model_size(first[None], image_size)[0].to(device)  # (K, S, S)
-                features = (encoder(f) for f in range(start, t))
-                gen = torch.Generator().manual_seed(0)  # eval prompts draw nothing
-                tracked = rollout.track_video(
-                    model, features, first, kind, EVAL_PROMPTS, gen, start, t
-                )
-                streams.append((start, tracked, out, objects))
+        for start in starts:
+            objects = [o for o, (s, _) in enumerate(prompts) if s == start]
+            first = np.stack([prompts[o][1] for o in objects])  # (K, H, W)
+            first = masks_to_model_size(first[None], image_size)[0].to(device)  # (K, S, S)
+            features = (encoder(f) for f in range(start, t))
+            gen = torch.Generator().manual_seed(0)  # eval prompts draw nothing
+            # every prompt kind's K objects in one batch: rows kind by kind
+            groups = [(kind, first) for kind in kinds]
+            tracked = rollout.track_video(model, features, groups, EVAL_PROMPTS, gen, start, t)
+            streams.append((start, tracked, [low_res[name, kind] for kind in kinds], objects))
     with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
         for f in range(t):
-            for start, tracked, out, objects in streams:
+            for start, tracked, outs, objects in streams:
                 if f >= start:
-                    out[f, objects] = next(tracked).low_res_logits[:, 0].float().cpu()
+                    rows = next(tracked).low_res_logits[:, 0].float().cpu()  # (kinds * K, s, s)
+                    for out, kind_rows in zip(outs, rows.split(len(objects)), strict=True):
+                        out[f, objects] = kind_rows
     return {key: non_overlapping_masks(logits, h, w) for key, logits in low_res.items()}
 
 

@@ -15,7 +15,7 @@ not grow with its length.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -275,8 +275,7 @@ def memory_reach(model) -> int:
 def track_video(
     model,
     features: Iterable[tuple],
-    first: torch.Tensor,
-    kind: str,
+    groups: Sequence[tuple[str, torch.Tensor]],
     cfg: TrainParams,
     gen: torch.Generator,
     first_frame: int,
@@ -289,22 +288,61 @@ def track_video(
 
     features: `image_features` of the frames first_frame .. num_frames - 1 of the video,
     each encoded alone (a batch of one), read one frame at a time, when the frame is
-    tracked (so several trackers can share one frame's encoding); first (N, S, S) bool: the
-    masks the N objects are prompted from on
-    frame first_frame (kind: mask, points or box; cfg as EVAL_PROMPTS). Yields each
-    frame's FrameOutput in order; run it without autograd (inference or no_grad mode).
+    tracked (so several trackers can share one frame's encoding). groups: (kind, (N_k, S, S)
+    bool masks) of objects prompted on frame first_frame, each group by its kind (mask,
+    points or box; cfg as EVAL_PROMPTS). Each group's prompt frame is decoded alone, as
+    `track` decodes it; after it all N = sum N_k objects are tracked as one batch, as the
+    predictor batches a video's objects (rows stay independent; a larger batch may round
+    the last bits differently). One group is exactly `track`. Yields each frame's
+    FrameOutput (rows in group order); run it without autograd (inference or no_grad mode).
     """
     t = num_frames - first_frame
+    first = torch.cat([masks for _, masks in groups])  # (N, S, S)
     ids = torch.zeros(first.shape[0], dtype=torch.long, device=first.device)
     memory = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
-    ctx = (Plan(cond_frames=(0,), kind=kind), cfg, gen, memory, (first_frame, num_frames), True)
+    ctx = (Plan(cond_frames=(0,), kind="mask"), cfg, gen, memory, (first_frame, num_frames), True)
     reach = memory_reach(model)
     for frame, (feats, pos, sizes) in enumerate(features):
-        feats = [x[:, ids] for x in feats]
-        pos = [*pos[:-1], pos[-1][:, ids]]
-        out = _step(model, ctx, frame, first, (feats, pos, sizes), frame != t - 1, False)
+        if frame == 0:
+            out = _prompt_frame(model, groups, ctx, (feats, pos, sizes), t > 1)
+        else:
+            feats = [x[:, ids] for x in feats]
+            pos = [*pos[:-1], pos[-1][:, ids]]
+            out = _step(model, ctx, frame, first, (feats, pos, sizes), frame != t - 1, False)
         bank = memory["cond_frame_outputs" if frame == 0 else "non_cond_frame_outputs"]
         kept = bank[first_frame + frame]
         bank[first_frame + frame] = {k: kept[k] for k in MEMORY_KEYS}
         memory["non_cond_frame_outputs"].pop(first_frame + frame - reach, None)
         yield out
+
+
+def _prompt_frame(model, groups, ctx, features, encode_memory: bool) -> FrameOutput:
+    """track_video's first frame: each group decoded (and its memory encoded) with its own
+    prompt kind, the results joined into one batch, rows in group order, in the memory bank
+    (ctx's) as in the output; the output's steps are the groups' own, one after another."""
+    plan, cfg, gen, memory, video, predictor_memory = ctx
+    feats, pos, sizes = features
+    outputs, stored = [], []
+    for kind, masks in groups:
+        ids = torch.zeros(masks.shape[0], dtype=torch.long, device=masks.device)
+        own = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
+        own_ctx = (Plan(cond_frames=(0,), kind=kind), cfg, gen, own, video, predictor_memory)
+        group_features = ([x[:, ids] for x in feats], [*pos[:-1], pos[-1][:, ids]], sizes)
+        outputs.append(_step(model, own_ctx, 0, masks, group_features, encode_memory, False))
+        stored.append(own["cond_frame_outputs"][video[0]])
+    memory["cond_frame_outputs"][video[0]] = {k: _join([s[k] for s in stored]) for k in MEMORY_KEYS}
+    return FrameOutput(
+        steps=[step for o in outputs for step in o.steps],  # multimask counts differ by kind
+        logits=torch.cat([o.logits for o in outputs]),
+        low_res_logits=torch.cat([o.low_res_logits for o in outputs]),
+    )
+
+
+def _join(values: list):
+    """Batch-concatenate one memory field of several groups: a tensor, a list of tensors
+    (maskmem_pos_enc), or None (the memory of a frame nothing reads)."""
+    if values[0] is None:
+        return None
+    if isinstance(values[0], list):
+        return [torch.cat(level) for level in zip(*values, strict=True)]
+    return torch.cat(values)
