@@ -1,16 +1,15 @@
-"""Verified, resumable downloads, safe archive extraction, and the registry of official files.
+"""Verified downloads (pooch), safe archive extraction, and the registry of official files.
 
-Standard library only for the network (urllib): a download lands in `<dest>.part`, resumes
-with an HTTP Range request after an interruption, retries transient failures with
-exponential back-off, is checked against a pinned sha256/md5 and only then renamed onto
-`dest`. Archives are checked entry by entry before anything is written, extracted into a
-temporary directory beside the target and renamed into place.
+`download` is `pooch.retrieve`: the body streams into a temporary file beside `dest`, is
+checked against the pinned sha256/md5 and only then renamed onto `dest`; a `dest` that
+already matches is returned without a request. pooch does not resume: an interrupted
+download starts again from byte 0 (transient failures are retried here with exponential
+back-off), and a partial or unverified file never reaches `dest`. Archives are extracted
+with the standard library, not pooch's Unzip/Untar (see `extract_archive`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import os
 import posixpath
 import re
@@ -18,24 +17,24 @@ import shutil
 import tarfile
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import zipfile
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
-from tqdm import tqdm
+import pooch
+import requests
 
 CHUNK_BYTES = 1 << 20
-_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """One published file: where it lives and what its bytes must hash to."""
+    """One published file: where it lives and what its bytes must hash to.
+
+    `size` (bytes) is for the reader (COCO train is 19 GB); nothing checks it.
+    """
 
     url: str
     filename: str
@@ -128,170 +127,80 @@ def download(
     timeout_s: float = 60,
     progress: bool = True,
     *,
-    size: int | None = None,
     allow_unverified: bool = False,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Path:
-    """Download `url` to `dest`, resuming `<dest>.part`, and verify it before renaming.
+    """Download `url` to `dest` with pooch, verified against `sha256` or `md5` before it lands.
 
-    `size` (bytes, optional) lets a complete `.part` skip the network. Without any checksum
-    the call is refused unless `allow_unverified=True`; then an existing `dest` is kept as is.
+    Without a checksum the call is refused unless `allow_unverified=True`; then an existing
+    `dest` is kept as is. Network errors, truncated bodies and 5xx/429 answers are retried
+    `retries` times, waiting `backoff_s`, then twice that, ...; each try starts at byte 0.
     """
     dest = Path(dest)
-    expected = _expected_digests(url, sha256, md5, allow_unverified)
-    if dest.is_file() and _digests_match(dest, expected):
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    if size is not None and part.is_file() and part.stat().st_size > size:
-        part.unlink()  # longer than the published file: cannot be a prefix of it
-    _fetch_with_retries(url, part, retries, backoff_s, timeout_s, progress, size, sleep)
-    _verify_or_discard(url, part, expected)
-    os.replace(part, dest)
-    return dest
+    known_hash = _known_hash(url, sha256, md5, allow_unverified)
+    downloader = pooch.HTTPDownloader(
+        progressbar=progress, chunk_size=CHUNK_BYTES, timeout=timeout_s
+    )
+    for attempt in range(retries + 1):
+        if attempt:
+            sleep(backoff_s * 2 ** (attempt - 1))
+        try:
+            return _retrieve(url, dest, known_hash, downloader)
+        except _TransientError as err:
+            last = err
+    raise ConnectionError(
+        f"{url}: download failed after {retries + 1} attempts (last: {last}); {dest} was not "
+        "written and no partial file is kept: check the network and run again"
+    ) from last
 
 
-def _expected_digests(
+def _known_hash(
     url: str, sha256: str | None, md5: str | None, allow_unverified: bool
-) -> dict[str, str]:
-    expected = {
-        name: value.strip().lower()
-        for name, value in (("sha256", sha256), ("md5", md5))
-        if value is not None
-    }
-    if not expected and not allow_unverified:
+) -> str | None:
+    """pooch's `known_hash`: "sha256:<hex>" or "md5:<hex>"; None only if allowed."""
+    if sha256 is not None and md5 is not None:
+        raise ValueError(f"{url}: pass the published sha256 or md5, not both")
+    if sha256 is not None:
+        return f"sha256:{sha256.strip().lower()}"
+    if md5 is not None:
+        return f"md5:{md5.strip().lower()}"
+    if not allow_unverified:
         raise ValueError(
             f"{url}: no sha256 or md5 to verify the download against; pass the published "
             "checksum, or allow_unverified=True to accept whatever the server sends"
         )
-    return expected
+    return None
 
 
-def _file_digests(path: Path, names: Mapping[str, str]) -> dict[str, str]:
-    hashers = {name: hashlib.new(name) for name in names}
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
-            for hasher in hashers.values():
-                hasher.update(chunk)
-    return {name: hasher.hexdigest() for name, hasher in hashers.items()}
-
-
-def _digests_match(path: Path, expected: Mapping[str, str]) -> bool:
-    return _file_digests(path, expected) == dict(expected)
-
-
-def _verify_or_discard(url: str, part: Path, expected: Mapping[str, str]) -> None:
-    actual = _file_digests(part, expected)
-    for name, want in expected.items():
-        if actual[name] != want:
-            part.unlink(missing_ok=True)
-            raise ValueError(
-                f"{url}: {name} mismatch: expected {want}, got {actual[name]}. The download "
-                "was deleted; run again to fetch it afresh. If it fails again the server "
-                "sends a different file than the one pinned: check the URL and checksum, or "
-                "download the file by hand and pass its local path."
-            )
-
-
-def _fetch_with_retries(
-    url: str,
-    part: Path,
-    retries: int,
-    backoff_s: float,
-    timeout_s: float,
-    progress: bool,
-    size: int | None,
-    sleep: Callable[[float], None],
-) -> None:
-    for attempt in range(retries + 1):
-        try:
-            _fetch_once(url, part, timeout_s, progress, size)
-            return
-        except _TransientError as err:
-            if attempt == retries:
-                raise ConnectionError(
-                    f"{url}: download failed after {retries + 1} attempts (last: {err}); "
-                    f"the partial file {part} was kept, run again to resume"
-                ) from err
-            sleep(backoff_s * 2**attempt)
-
-
-def _fetch_once(url: str, part: Path, timeout_s: float, progress: bool, size: int | None) -> None:
-    """One request: append to `part` from where it ends, or restart it if the server must."""
-    offset = part.stat().st_size if part.is_file() else 0
-    if size is not None and offset == size:
-        return  # already complete; the checksum decides whether it is right
-    response = _open(url, offset, timeout_s)
-    if response is None:
-        return  # 416: nothing left past `offset`; the checksum decides
-    with response:
-        offset = _resume_offset(response, part, offset)
-        _copy_body(response, part, offset, progress)
-
-
-def _open(url: str, offset: int, timeout_s: float) -> http.client.HTTPResponse | None:
-    headers = {"Range": f"bytes={offset}-"} if offset else {}
-    request = urllib.request.Request(url, headers=headers)
+def _retrieve(
+    url: str, dest: Path, known_hash: str | None, downloader: pooch.HTTPDownloader
+) -> Path:
+    """One `pooch.retrieve`; its errors become `_TransientError` or one line naming `url`."""
     try:
-        return urllib.request.urlopen(request, timeout=timeout_s)
-    except urllib.error.HTTPError as err:
-        err.close()
-        if err.code == 416 and offset:
-            return None
-        if err.code >= 500 or err.code == 429:
-            raise _TransientError(f"HTTP {err.code} {err.reason}") from err
+        pooch.retrieve(url, known_hash, fname=dest.name, path=dest.parent, downloader=downloader)
+    except requests.HTTPError as err:
+        status, reason = err.response.status_code, err.response.reason
+        if status >= 500 or status == 429:
+            raise _TransientError(f"HTTP {status} {reason}") from err
         raise ConnectionError(
-            f"{url}: server answered HTTP {err.code} {err.reason}; check the URL, or "
-            "download the file by hand and pass its local path"
+            f"{url}: server answered HTTP {status} {reason}; check the URL, or download the "
+            "file by hand and pass its local path"
         ) from err
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
+    except (
+        requests.ConnectionError,
+        requests.Timeout,
+        requests.exceptions.ChunkedEncodingError,  # body shorter than its Content-Length
+    ) as err:
         raise _TransientError(f"{type(err).__name__}: {err}") from err
-
-
-def _resume_offset(response: http.client.HTTPResponse, part: Path, offset: int) -> int:
-    """Byte offset the response body starts at: `offset` for a 206, 0 when Range was ignored."""
-    if response.status != 206:
-        return 0
-    match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
-    start = int(match.group(1)) if match else None
-    if start != offset:
-        part.unlink(missing_ok=True)  # body would not line up with what we hold: start over
-        raise _TransientError(f"server resumed at byte {start}, asked for {offset}")
-    return offset
-
-
-def _copy_body(response: http.client.HTTPResponse, part: Path, offset: int, progress: bool) -> None:
-    length = response.headers.get("Content-Length")
-    body_bytes = int(length) if length is not None else None
-    total = offset + body_bytes if body_bytes is not None else None
-    name = part.name.removesuffix(".part")
-    received = 0
-    with (
-        open(part, "ab" if offset else "wb") as out,
-        tqdm(
-            total=total,
-            initial=offset,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=name,
-            disable=not progress,
-        ) as bar,
-    ):
-        while chunk := _read_chunk(response):
-            out.write(chunk)
-            received += len(chunk)
-            bar.update(len(chunk))
-    # http.client returns b"" on an early close instead of raising, so count ourselves.
-    if body_bytes is not None and received < body_bytes:
-        raise _TransientError(f"connection closed after {received} of {body_bytes} bytes")
-
-
-def _read_chunk(response: BinaryIO) -> bytes:
-    try:
-        return response.read(CHUNK_BYTES)
-    except (OSError, http.client.HTTPException) as err:
-        raise _TransientError(f"{type(err).__name__} while reading: {err}") from err
+    except requests.RequestException as err:  # a malformed URL, too many redirects, ...
+        raise ConnectionError(f"{url}: {type(err).__name__}: {err}; check the URL") from err
+    except ValueError as err:  # pooch: hash mismatch, the download is already deleted
+        raise ValueError(
+            f"{url}: {err} Run again to fetch it afresh. If it fails again the server sends "
+            "a different file than the one pinned: check the URL and checksum, or download "
+            "the file by hand and pass its local path."
+        ) from err
+    return dest
 
 
 # --------------------------------------------------------------------------- registry
@@ -304,7 +213,6 @@ def fetch_file(remote: RemoteFile, dest_dir: Path, *, progress: bool = True) -> 
         Path(dest_dir) / remote.filename,
         sha256=remote.sha256,
         md5=remote.md5,
-        size=remote.size,
         progress=progress,
     )
 
@@ -335,10 +243,16 @@ def fetch_checkpoint(
 def extract_archive(archive: Path, target_dir: Path) -> list[Path]:
     """Extract a zip or tar(.gz) into `target_dir`; return the extracted files' final paths.
 
-    Every entry is checked before anything is written. The archive is unpacked into a temp
-    directory beside `target_dir`; each top-level entry is then renamed into `target_dir`
-    whole (replacing one of the same name), so a failure leaves nothing half-written and
-    several archives (e.g. COCO's images and annotations) can share one target.
+    Not pooch's Unzip/Untar: they extract in place (a failure leaves half an archive), Unzip
+    quietly renames a "../x" or "/x" member to a name inside instead of refusing the archive,
+    and pooch 1.9.0 passes tarfile's "data" filter only on Python >= 3.12, so on 3.11 Untar
+    writes "../x", absolute members, links to anywhere and fifos. Here a member whose name is
+    absolute or climbs out refuses the whole archive, and tar members go through the "data"
+    filter, which also refuses links leading out, writes through links and device files.
+    The archive is unpacked into a temp directory beside `target_dir`; each top-level entry
+    is then renamed into `target_dir` whole (replacing one of the same name), so a failure
+    leaves nothing half-written and several archives (e.g. COCO's images and annotations)
+    can share one target.
     """
     archive, target_dir = Path(archive), Path(target_dir)
     if not archive.is_file():
@@ -365,62 +279,33 @@ def extract_archive(archive: Path, target_dir: Path) -> list[Path]:
 def _extract_checked(archive: Path, dest: Path) -> None:
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                _check_inside(archive, info.filename, info.filename)
+            for name in zf.namelist():
+                _check_inside(archive, name)
             # zipfile writes symlink entries as plain files holding the link text, so a zip
             # cannot plant a link that later writes follow.
             zf.extractall(dest)
     elif tarfile.is_tarfile(archive):
         with tarfile.open(archive, "r:*") as tf:
             members = tf.getmembers()
-            _check_tar_members(archive, members)
-            # The "data" filter re-checks every path against the real filesystem as it goes.
+            for member in members:
+                _check_inside(archive, member.name)
+            # Checks each member against the real filesystem as it goes (FilterError).
             tf.extractall(dest, members=members, filter="data")
     else:
         raise ValueError(f"{archive}: neither a zip nor a tar archive; cannot extract it")
 
 
-def _check_inside(archive: Path, entry: str, path: str) -> str:
-    """Lexically normalised `path`; ValueError naming `entry` if it leaves the target."""
-    unified = path.replace("\\", "/")
+def _check_inside(archive: Path, name: str) -> None:
+    """ValueError naming the member if `name` is absolute or leaves the target directory."""
+    unified = name.replace("\\", "/")
     normal = posixpath.normpath(unified)
     is_absolute = unified.startswith("/") or re.match(r"[A-Za-z]:", unified) is not None
     if is_absolute or normal == ".." or normal.startswith("../"):
         raise ValueError(
-            f"{archive}: entry {entry!r} would land outside the target directory "
-            f"(resolves to {path!r}); refusing to extract this archive, it is corrupt or "
-            "malicious: fetch it again from the official source"
+            f"{archive}: entry {name!r} would land outside the target directory; refusing "
+            "to extract this archive, it is corrupt or malicious: fetch it again from the "
+            "official source"
         )
-    return normal
-
-
-def _check_tar_members(archive: Path, members: list[tarfile.TarInfo]) -> None:
-    links: set[str] = set()
-    for member in members:
-        normal = _check_inside(archive, member.name, member.name)
-        if _passes_through(member.name, links):
-            raise ValueError(
-                f"{archive}: entry {member.name!r} is written through a symlink in the "
-                "archive; refusing to extract it"
-            )
-        if member.issym():
-            # A symlink's target is relative to the link's own folder (or absolute).
-            target = posixpath.join(posixpath.dirname(normal), member.linkname)
-            _check_inside(archive, member.name, target)
-            links.add(normal)
-        elif member.islnk():  # a hardlink's target is relative to the archive root
-            _check_inside(archive, member.name, member.linkname)
-        elif not (member.isfile() or member.isdir()):
-            raise ValueError(
-                f"{archive}: entry {member.name!r} is a device or fifo; refusing to extract it"
-            )
-
-
-def _passes_through(name: str, links: set[str]) -> bool:
-    """True if a folder on the way to `name` is one of the archive's own symlinks."""
-    parts = name.replace("\\", "/").split("/")[:-1]
-    prefixes = (posixpath.normpath("/".join(parts[: i + 1])) for i in range(len(parts)))
-    return any(prefix in links for prefix in prefixes)
 
 
 def _relative_files(root: Path) -> list[Path]:
