@@ -4,7 +4,9 @@ The slow tests run the pipeline with reduced params (seconds per `dvc repro` on 
 two runs give byte-identical outputs; a queued sweep runs both learning rates on two workers
 and `dvc exp show` compares them; data round-trips through a directory remote; a clean clone
 passes `sam2-video repro-check` and a changed shard param fails it, naming stage and file.
-The fast tests pin the metric comparison of `repro_check` on small committed files.
+The fast tests run `repro_check` on a committed run of three tiny stages (a clean clone
+passes; each metric within its own tolerance, else the default; a changed data output and
+a stale `dvc.lock` are reported).
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dvc_project import REPO, copy_project, init_git, project_env, reduced_params, run
+from dvc_project import copy_project, init_git, project_env, reduced_params, run
 
-from sam2_video import repro_check
+from sam2_video import cli, repro_check
 
 REDUCED = reduced_params(train_steps=4)
 OUTPUTS = (
@@ -196,71 +198,132 @@ def test_changed_shard_param_fails_the_check_naming_stage_and_file(clone):
     shard_lines = [line for line in out.stdout.splitlines() if line.startswith("stage 'shard'")]
     assert len(shard_lines) == 1, out.stdout
     assert shard_lines[0].startswith("stage 'shard': data/shards: md5 ")
-    assert "param params.yaml:shard.max_side 'auto' -> 64" in shard_lines[0]
+    assert "params.yaml:shard.max_side: 64 now, 'auto' at HEAD" in out.stdout.splitlines()
     assert "data/shards/train/shard-00000.tar" in shard_lines[0]
     assert not any(line.startswith("stage 'fetch'") for line in out.stdout.splitlines())
 
 
-# ---- fast: the metric comparison on small committed files ---------------------------------
+# ---- fast: repro-check on a pipeline of three tiny stages --------------------------------
+
+MAKE = """import json, sys
+from pathlib import Path
+
+def write(path, text):
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(text)
+
+if sys.argv[1] == "fetch":
+    write("data/raw/a.txt", sys.argv[2])
+    write("data/raw/b.txt", "b")
+elif sys.argv[1] == "shard":
+    write("data/shards/train.txt", Path("data/raw/a.txt").read_text() * 2)
+    write("data/shards/val.txt", "v")
+else:  # train: jitter.json (untracked, no dep) plays another CPU's rounding
+    metrics = {"val": {"jf": 0.5, "split": "val"}, "loss": 2.0, "nan": float("nan")}
+    metrics["seconds"] = 3.0
+    jitter = Path("jitter.json")
+    metrics.update(json.loads(jitter.read_text()) if jitter.is_file() else {})
+    write("m/train.json", json.dumps(metrics))
+    write("curves/loss.tsv", f"step\\tloss\\n0\\t{metrics['loss']}\\n")
+"""
+MINI_STAGES = {
+    "fetch": {"cmd": "python make.py fetch ${n}", "deps": ["make.py"], "params": ["n"]},
+    "shard": {"cmd": "python make.py shard", "deps": ["make.py", "data/raw"]},
+    "train": {"cmd": "python make.py train", "deps": ["make.py", "data/shards"]},
+}
+MINI_OUTS = {
+    "fetch": {"outs": ["data/raw"]},
+    "shard": {"outs": ["data/shards"]},
+    "train": {"outs": ["curves"], "metrics": [{"m/train.json": {"cache": False}}]},
+}
 
 
-@pytest.fixture
-def metrics_repo(tmp_path) -> Path:
-    (tmp_path / "dvc.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "stages": {
-                    "evaluate": {"cmd": "true", "metrics": [{"m/eval.json": {"cache": False}}]}
-                }
-            }
-        )
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory) -> Path:
+    """A git repo whose HEAD holds dvc.lock and metrics of a run of fetch -> shard -> train:
+    data directories from params.yaml's n, metrics in git, curves in DVC's cache."""
+    root = tmp_path_factory.mktemp("mini")
+    (root / "make.py").write_text(MAKE)
+    (root / "params.yaml").write_text("n: 3\n")
+    stages = {name: {**spec, **MINI_OUTS[name]} for name, spec in MINI_STAGES.items()}
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    git_repo(root)
+    run(["dvc", "init", "-q"], root)
+    run(["dvc", "repro"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "the run"], root)
+    return root
+
+
+def copy_of(mini: Path, tmp_path: Path) -> Path:
+    """The committed run with its workspace and cache, to change."""
+    return Path(shutil.copytree(mini, tmp_path / "mini", symlinks=True))
+
+
+def repro_check_lines(root: Path, *args: str, capsys) -> tuple[int, list[str]]:
+    """`sam2-video repro-check` in this process: its exit status and output lines."""
+    code = cli.main(["repro-check", str(root), *args])
+    return code, capsys.readouterr().out.splitlines()
+
+
+def test_a_clean_clone_reproduced_passes(mini, tmp_path, capsys):
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(mini), str(clone)], mini)
+    run(["dvc", "repro"], clone)  # no data, no cache: every stage runs
+    assert repro_check.check_reproduction(clone, 0.0) == []
+    code, lines = repro_check_lines(clone, "--tolerance", "0", capsys=capsys)
+    assert (code, lines) == (0, ["repro-check against HEAD (metric tolerance 0.0): reproduces"])
+
+
+def test_each_metric_within_its_own_tolerance_or_else_the_default(mini, tmp_path, capsys):
+    """Another CPU's run: metrics and curves differ, dvc.lock is current, data exact."""
+    root = copy_of(mini, tmp_path)
+    jitter = {"val": {"jf": 0.52, "split": "val"}, "loss": 2.3, "seconds": 99.0, "new": 1}
+    (root / "jitter.json").write_text(json.dumps(jitter))
+    run(["dvc", "repro", "--force", "--single-item", "train"], root)
+    tolerances = tmp_path / "tolerances.json"
+
+    # val.jf moved 0.02: inside its own 0.021; loss moved 0.3: outside the default 0.29
+    tolerances.write_text(json.dumps({"m/train.json:val.jf": 0.021}))
+    code, lines = repro_check_lines(
+        root, "--tolerance", "0.29", "--tolerances", str(tolerances), capsys=capsys
     )
-    (tmp_path / "m").mkdir()
-    committed = {"jf": 0.5, "steps": 10, "seconds": 3.0, "split": "val", "nan": float("nan")}
-    (tmp_path / "m" / "eval.json").write_text(json.dumps({"val": committed}))
-    git_repo(tmp_path)
-    run(["git", "add", "-A"], tmp_path)
-    run(["git", "commit", "-qm", "metrics"], tmp_path)
-    return tmp_path
-
-
-def write_metrics(repo: Path, **values) -> None:
-    base = {"jf": 0.5, "steps": 10, "seconds": 3.0, "split": "val", "nan": float("nan")}
-    (repo / "m" / "eval.json").write_text(json.dumps({"val": {**base, **values}}))
-
-
-def test_declared_metrics_of_the_project_name_their_stages():
-    assert repro_check.declared_metrics(REPO / "dvc.yaml") == [
-        ("train", "dvclive/train/metrics.json"),
-        ("evaluate", "metrics/eval.json"),
+    assert code == 1 and len(lines) == 3, lines
+    assert lines[:2] == [
+        "stage 'train': m/train.json: loss: 2.3 now, 2.0 at HEAD: |difference| 0.3 > tolerance "
+        "0.29",
+        "stage 'train': m/train.json: new: 1 now, None at HEAD (present on one side only)",
     ]
 
-
-def test_metrics_within_tolerance_pass_and_wall_clock_is_ignored(metrics_repo):
-    write_metrics(metrics_repo, jf=0.509, seconds=99.0)
-    assert repro_check.metrics_problems(metrics_repo, "evaluate", "m/eval.json", "HEAD", 0.01) == []
-
-
-def test_metrics_beyond_tolerance_fail_naming_stage_file_and_key(metrics_repo):
-    write_metrics(metrics_repo, jf=0.52, steps=11, split="train")
-    problems = repro_check.metrics_problems(metrics_repo, "evaluate", "m/eval.json", "HEAD", 0.01)
-    assert [str(p).split(":")[:3] for p in problems] == [
-        ["stage 'evaluate'", " m/eval.json", " val.jf"],
-        ["stage 'evaluate'", " m/eval.json", " val.split"],
-        ["stage 'evaluate'", " m/eval.json", " val.steps"],
-    ]
-    assert "> tolerance 0.01" in problems[0].message
+    # its own tolerance wins over a default that would allow it: 0.02 > 0.019
+    own = {"m/train.json:val.jf": 0.019, "m/train.json:new": 0}
+    problems = repro_check.check_reproduction(root, 0.31, per_metric=own)
+    assert [p.message.split(":")[0] for p in problems] == ["new", "val.jf"]
+    assert "> tolerance 0.019" in problems[1].message
 
 
-def test_missing_key_and_uncommitted_file_are_problems(metrics_repo):
-    (metrics_repo / "m" / "eval.json").write_text(json.dumps({"val": {"jf": 0.5}}))
-    problems = repro_check.metrics_problems(metrics_repo, "evaluate", "m/eval.json", "HEAD", 1.0)
-    missing = sorted(p.message.split(":")[0] for p in problems)
-    assert missing == ["val.nan", "val.split", "val.steps"]
-    absent = repro_check.metrics_problems(metrics_repo, "train", "m/train.json", "HEAD", 1.0)
-    assert len(absent) == 1 and "not committed at HEAD" in absent[0].message
+def test_a_changed_data_output_is_reported_naming_stage_and_files(mini, tmp_path):
+    root = copy_of(mini, tmp_path)
+    (root / "params.yaml").write_text("n: 4\n")
+    run(["dvc", "repro"], root)
+    lines = [str(p) for p in repro_check.check_reproduction(root, 1.0)]
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("stage 'fetch': data/raw: md5 ")
+    assert lines[0].endswith(".dir in dvc.lock at HEAD; files that differ: data/raw/a.txt")
+    assert lines[1].startswith("stage 'shard': data/shards: md5 ")
+    assert lines[1].endswith("; files that differ: data/shards/train.txt")
+    assert lines[2] == "params.yaml:n: 4 now, 3 at HEAD"
+
+    (root / "data/shards/val.txt").write_text("changed after `dvc repro`")
+    lines = [str(p) for p in repro_check.check_reproduction(root, 1.0)]
+    assert lines[0] == (
+        "stage 'shard': dvc.lock: changed per `dvc status`: "
+        '{"changed outs": {"data/shards": "modified"}}'
+    )
+    assert lines[1].startswith("stage 'train': dvc.lock: changed per `dvc status`: ")
+    assert "data/shards/train.txt, data/shards/val.txt" in lines[3]
 
 
-def test_unknown_ref_is_an_error_naming_it(metrics_repo):
+def test_an_unknown_ref_is_an_error_naming_it(mini):
     with pytest.raises(ValueError, match="no-such-ref"):
-        repro_check.metrics_problems(metrics_repo, "evaluate", "m/eval.json", "no-such-ref", 1.0)
+        repro_check.check_reproduction(mini, 0.0, ref="no-such-ref")

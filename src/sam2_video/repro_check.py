@@ -1,19 +1,22 @@
-"""Is the workspace a reproduction of the committed run? Problems, each naming stage and file.
+"""Is the workspace a reproduction of the committed run? Problems, one line each.
 
-The committed `dvc.lock` (at a git ref, HEAD by default) is the record of the default run.
-After `dvc repro` in a clean clone this checks that
+The committed `dvc.lock`, params and metrics (at a git ref, HEAD by default) are the record
+of the default run. After `dvc repro` in a clean clone, DVC's own commands (its Python API,
+`dvc.repo.Repo`) answer every question but one:
 
-- the workspace agrees with the workspace `dvc.lock` (`dvc status --json` is empty) and a
-  second `dvc repro` would run nothing (`dvc repro --dry`);
-- the outputs of the data stages (fetch, shard) have exactly the md5 of the committed
-  `dvc.lock`. The hashes are DVC's own: `dvc repro` writes what it computed for the outputs
-  into the workspace `dvc.lock`, and `dvc status` (which re-hashes the workspace) proves
-  that file current, so no hashing is re-implemented here. Where both directory listings
-  are in the local cache, the files that differ inside an output directory are named;
-- the metrics files that `dvc.yaml` declares match the committed ones within an absolute
-  tolerance: training on CPU is bit-exact on one machine, but other processors run other
-  SIMD kernels (AVX2 vs AVX-512, MKL's Intel vs AMD paths, ARM) whose float sums round
-  differently, and hundreds of optimizer steps amplify that last-bit noise.
+- `dvc status`: the workspace agrees with the workspace `dvc.lock`, so a second `dvc repro`
+  would run nothing;
+- `dvc diff REF`: the outputs of the data stages (fetch, shard) have exactly the hashes of
+  the committed `dvc.lock` (DVC names the files that differ inside a directory where both
+  listings are in the cache). The other outputs (weights, predictions, the training curves
+  and GIFs in DVC's cache) are not compared: on another CPU they differ in the last digits;
+- `dvc params diff REF`: the params are the committed ones;
+- `dvc metrics diff REF --all`: every metric the `dvc.yaml` files declare, committed and now.
+
+The one rule kept here: each metric within its tolerance. Training on CPU is bit-exact on
+one machine, but other processors run other SIMD kernels (AVX2 vs AVX-512, MKL's Intel vs
+AMD paths, ARM) whose float sums round differently, and hundreds of optimizer steps amplify
+that last-bit noise.
 """
 
 from __future__ import annotations
@@ -21,14 +24,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 DATA_STAGES = ("fetch", "shard")
 # Metric keys (at any depth) that describe how a run went, not what it produced: wall-clock
@@ -39,12 +37,13 @@ VOLATILE_METRICS = frozenset({"seconds", "hit_rate", "clips", "cached_clips", "m
 
 @dataclass(frozen=True)
 class Problem:
-    stage: str
+    stage: str | None  # None: not one stage's (a param)
     path: str
     message: str
 
     def __str__(self) -> str:
-        return f"stage '{self.stage}': {self.path}: {self.message}"
+        where = f"stage '{self.stage}': " if self.stage else ""
+        return f"{where}{self.path}: {self.message}"
 
 
 def check_reproduction(
@@ -60,192 +59,112 @@ def check_reproduction(
     spread measured by `python -m bench.numerics`); `tolerance` for every other key."""
     if tolerance < 0 or any(t < 0 for t in (per_metric or {}).values()):
         raise ValueError(f"tolerances must be >= 0, got {tolerance} and {per_metric}")
-    repo = Path(repo_dir)
-    if not (repo / "dvc.yaml").is_file():
-        raise FileNotFoundError(f"{repo / 'dvc.yaml'}: not found; pass the project's root")
-    committed_lock = _committed_yaml(repo, ref, "dvc.lock")
-    if committed_lock is None:
-        return [
-            Problem(
-                "(all)",
-                "dvc.lock",
-                f"not committed at {ref}: run `dvc repro`, then commit dvc.lock and the metrics",
-            )
-        ]
-    problems = workspace_problems(repo)
-    current_lock = _read_yaml(repo / "dvc.lock")
-    cache = _cache_dir(repo)
-    for stage in data_stages:
-        problems += data_stage_problems(stage, committed_lock, current_lock, ref, cache)
-    for stage, path in declared_metrics(repo / "dvc.yaml"):
-        problems += metrics_problems(repo, stage, path, ref, tolerance, per_metric)
-    return problems
+    root = Path(repo_dir)
+    if not (root / "dvc.yaml").is_file():
+        raise FileNotFoundError(f"{root / 'dvc.yaml'}: not found; pass the project's root")
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
 
-
-# ---- the workspace against its own dvc.lock ------------------------------------------------
-
-
-def workspace_problems(repo: Path) -> list[Problem]:
-    """What `dvc status` reports changed; if nothing, the stages `dvc repro` would still run."""
-    status = json.loads(_dvc(repo, "status", "--json").stdout or "{}")
+    try:
+        with Repo(os.fspath(root)) as repo:
+            root_dir, stages = repo.root_dir, repo.index.stages
+            status = repo.status()
+            data = repo.diff(ref)
+            params = repo.params.diff(a_rev=ref)
+            metrics = repo.metrics.diff(a_rev=ref, all=True)
+    except DvcException as err:  # not a DVC repo, an unknown ref, a broken dvc.yaml
+        raise ValueError(f"DVC in {root}: {err}") from None
+    stage_of = {
+        _relpath(out.fs_path, root_dir): _label(stage) for stage in stages for out in stage.outs
+    }
+    labels = {stage.addressing: _label(stage) for stage in stages}  # how `status` names them
     problems = [
-        Problem(stage, path, f"{what} ({state}) per `dvc status`: run `dvc repro` first")
-        for stage, entries in status.items()
-        for path, what, state in _status_entries(entries)
+        Problem(labels.get(key, key), "dvc.lock", f"changed per `dvc status`: {_changes(entries)}")
+        for key, entries in status.items()
     ]
-    if problems:  # `dvc repro --dry` would only list the same stages again
-        return problems
-    dry_run = _dvc(repo, "repro", "--dry").stdout
-    return [
-        Problem(stage, "dvc.yaml", "a second `dvc repro` would run this stage again")
-        for stage in re.findall(r"Running stage '([^']+)'", dry_run)
+    problems += [
+        Problem(stage, "dvc.yaml", "no such stage: its outputs cannot be compared")
+        for stage in data_stages
+        if stage not in stage_of.values()
     ]
-
-
-def _status_entries(entries: list) -> list[tuple[str, str, str]]:
-    """A stage's `dvc status --json` entries as (path, what changed, state)."""
-    rows = []
-    for entry in entries:
-        if isinstance(entry, str):  # e.g. "always changed"
-            rows.append(("dvc.yaml", entry, "stage"))
-            continue
-        for what, files in entry.items():
-            changed = files.items() if isinstance(files, dict) else [("dvc.yaml", str(files))]
-            for path, state in changed:
-                if isinstance(state, dict):  # params: {"params.yaml": {"lr": "modified"}}
-                    rows += [(f"{path}:{key}", what, str(v)) for key, v in state.items()]
-                else:
-                    rows.append((path, what, str(state)))
-    return rows
-
-
-# ---- data stages: exact output hashes --------------------------------------------------------
-
-
-def data_stage_problems(
-    stage: str, committed_lock: dict, current_lock: dict | None, ref: str, cache: Path
-) -> list[Problem]:
-    """Outputs of `stage` whose md5 differs from the committed dvc.lock, with the likely cause."""
-    old = committed_lock.get("stages", {}).get(stage)
-    new = (current_lock or {}).get("stages", {}).get(stage)
-    if old is None:
-        return [Problem(stage, "dvc.lock", f"stage missing from dvc.lock at {ref}")]
-    if new is None:
-        return [
-            Problem(stage, "dvc.lock", "stage missing from the workspace dvc.lock: run `dvc repro`")
-        ]
-    old_outs, new_outs = _by_path(old.get("outs", [])), _by_path(new.get("outs", []))
-    cause = _cause(old, new)
-    problems = []
-    for path in sorted(old_outs.keys() | new_outs.keys()):
-        old_md5 = old_outs.get(path, {}).get("md5")
-        new_md5 = new_outs.get(path, {}).get("md5")
-        if old_md5 != new_md5:
-            detail = _changed_files(cache, path, old_md5, new_md5)
-            problems.append(
-                Problem(
-                    stage, path, f"md5 {new_md5} now, {old_md5} in dvc.lock at {ref}{detail}{cause}"
-                )
-            )
-    return problems
-
-
-def _by_path(entries: list[dict]) -> dict[str, dict]:
-    return {entry["path"]: entry for entry in entries}
-
-
-def _cause(old_stage: dict, new_stage: dict) -> str:
-    """The params and deps that differ between two lock entries of a stage, as a hint."""
-    old_params, new_params = _lock_params(old_stage), _lock_params(new_stage)
-    changes = [
-        f"param {key} {old_params.get(key)!r} -> {new_params.get(key)!r}"
-        for key in sorted(old_params.keys() | new_params.keys())
-        if old_params.get(key) != new_params.get(key)
+    data_outs = {out: stage for out, stage in stage_of.items() if stage in data_stages}
+    problems += data_problems(data, data_outs, ref)
+    problems += [
+        Problem(None, f"{path}:{key}", f"{change['new']!r} now, {change['old']!r} at {ref}")
+        for path, keys in sorted(params.get("diff", {}).items())
+        for key, change in sorted(keys.items())
     ]
-    old_deps, new_deps = _by_path(old_stage.get("deps", [])), _by_path(new_stage.get("deps", []))
-    changes += [
-        f"dep {path}"
-        for path in sorted(old_deps.keys() | new_deps.keys())
-        if old_deps.get(path, {}).get("md5") != new_deps.get(path, {}).get("md5")
-    ]
-    return f"; changed since: {', '.join(changes)}" if changes else ""
+    problems += unreadable(params, stage_of, ref) + unreadable(metrics, stage_of, ref)
+    return problems + metrics_problems(metrics, stage_of, tolerance, per_metric or {}, ref)
 
 
-def _lock_params(stage_entry: dict) -> dict[str, Any]:
-    """{"params.yaml:shard.max_objects": 3, ...} from a lock entry's params section."""
-    flat: dict[str, Any] = {}
-    for params_file, values in stage_entry.get("params", {}).items():
-        flat.update(flatten_metrics(values, f"{params_file}:"))
-    return flat
+def _label(stage: Any) -> str:
+    """`train` for a stage of ./dvc.yaml, `pretrain/dvc.yaml:joint` for another file's."""
+    where = Path(stage.path_in_repo).as_posix()
+    return stage.name if where == "dvc.yaml" else f"{where}:{stage.name}"
 
 
-def _changed_files(cache: Path, out: str, old_md5: str | None, new_md5: str | None) -> str:
-    """Files that differ inside a directory output, when both listings are in the cache."""
-    old_files, new_files = _dir_listing(cache, old_md5), _dir_listing(cache, new_md5)
-    if old_files is None or new_files is None:
-        return ""
-    names = sorted(old_files.keys() | new_files.keys())
-    changed = [f"{out}/{name}" for name in names if old_files.get(name) != new_files.get(name)]
-    return f"; files that differ: {', '.join(changed)}"
+def _relpath(path: str, root: str) -> str:
+    return Path(os.path.relpath(path, root)).as_posix()
 
 
-def _dir_listing(cache: Path, md5: str | None) -> dict[str, str] | None:
-    """relpath -> md5 of a DVC directory object (`<md5>.dir`), or None if not cached."""
-    if not md5 or not md5.endswith(".dir"):
-        return None
-    for root in (cache / "files" / "md5", cache):  # DVC 3 layout, then DVC 2
-        listing = root / md5[:2] / md5[2:]
-        if listing.is_file():
-            return {entry["relpath"]: entry["md5"] for entry in json.loads(listing.read_text())}
-    return None
-
-
-# ---- metrics: equal within a tolerance -------------------------------------------------------
-
-
-def declared_metrics(dvc_yaml: Path) -> list[tuple[str, str]]:
-    """(stage, path) of every metrics file `dvc.yaml` declares, in file order."""
-    stages = _read_yaml(dvc_yaml)
-    if stages is None:
-        raise FileNotFoundError(f"{dvc_yaml}: file not found; run from the project root")
-    found = []
-    for stage, spec in stages.get("stages", {}).items():
-        for entry in spec.get("metrics", []):
-            found += [(stage, path) for path in (entry if isinstance(entry, dict) else [entry])]
-    return found
+def _changes(entries: list) -> str:
+    """A stage's `dvc status` entries on one line."""
+    return "; ".join(e if isinstance(e, str) else json.dumps(e) for e in entries)
 
 
 def metrics_problems(
-    repo: Path,
-    stage: str,
-    path: str,
-    ref: str,
-    tolerance: float,
-    per_metric: dict[str, float] | None = None,
+    diff: dict, stage_of: dict[str, str], tolerance: float, per_metric: dict[str, float], ref: str
 ) -> list[Problem]:
-    """Keys of metrics file `path` missing on one side, or further apart than `tolerance`."""
-    committed_text = _git_show(repo, ref, path)
-    if committed_text is None:
-        return [
-            Problem(
-                stage,
-                path,
-                f"not committed at {ref} (git-ignored?): commit the metrics of the default run",
-            )
-        ]
-    current_file = repo / path
-    if not current_file.is_file():
-        return [Problem(stage, path, "missing from the workspace: run `dvc repro`")]
-    old = flatten_metrics(json.loads(committed_text))
-    new = flatten_metrics(json.loads(current_file.read_text()))
+    """The keys of a `dvc metrics diff --all` further apart than their tolerance."""
+    errors = diff.get("errors", {}).values()
+    unread = {path for files in errors if isinstance(files, dict) for path in files}
     problems = []
-    for key in sorted(old.keys() | new.keys()):
-        if key.rsplit(".", 1)[-1] in VOLATILE_METRICS:
-            continue
-        allowed = (per_metric or {}).get(f"{path}:{key}", tolerance)
-        message = _metric_difference(old.get(key), new.get(key), allowed, ref)
-        if message:
-            problems.append(Problem(stage, path, f"{key}: {message}"))
+    for path, keys in sorted(diff.get("diff", {}).items()):
+        for key, change in sorted(keys.items()):
+            if path in unread or key.rsplit(".", 1)[-1] in VOLATILE_METRICS:
+                continue
+            limit = per_metric.get(f"{path}:{key}", tolerance)
+            message = _metric_difference(change.get("old"), change.get("new"), limit, ref)
+            if message:
+                problems.append(Problem(stage_of.get(path), path, f"{key}: {message}"))
+    return problems
+
+
+def data_problems(diff: dict, data_outs: dict[str, str], ref: str) -> list[Problem]:
+    """One problem per data output that `dvc diff` lists, with the files it names inside."""
+    heads: dict[str, str] = {}
+    files: dict[str, list[str]] = {}
+    for kind in ("added", "deleted", "modified", "renamed"):
+        for entry in diff.get(kind, []):
+            path = entry["path"]["new"] if kind == "renamed" else entry["path"]
+            path = Path(path).as_posix()  # a directory's path ends with a separator
+            out = next((o for o in data_outs if path == o or path.startswith(f"{o}/")), None)
+            if out is None:
+                continue
+            files.setdefault(out, [])
+            if path != out:
+                files[out].append(path)
+            elif isinstance(entry.get("hash"), dict):
+                heads[out] = f"md5 {entry['hash']['new']} now, {entry['hash']['old']}"
+                heads[out] += f" in dvc.lock at {ref}"
+            else:
+                heads[out] = f"{kind} since dvc.lock at {ref} (md5 {entry.get('hash')})"
+    problems = []
+    for out, inside in sorted(files.items()):
+        listed = f"; files that differ: {', '.join(sorted(inside))}" if inside else ""
+        head = heads.get(out, f"differs from dvc.lock at {ref}")
+        problems.append(Problem(data_outs[out], out, head + listed))
+    return problems
+
+
+def unreadable(result: dict, stage_of: dict[str, str], ref: str) -> list[Problem]:
+    """The files a params or metrics diff could not read, on either side."""
+    problems = []
+    for rev, errors in sorted(result.get("errors", {}).items()):
+        label = ref if rev != "workspace" else "the workspace"
+        for path, err in sorted((errors if isinstance(errors, dict) else {"*": errors}).items()):
+            problems.append(Problem(stage_of.get(path), path, f"unreadable at {label}: {err}"))
     return problems
 
 
@@ -266,11 +185,9 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-# ---- small helpers ---------------------------------------------------------------------------
-
-
 def flatten_metrics(tree: dict, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as dotted keys: {"train": {"loss": 1.0}} -> {"train.loss": 1.0}."""
+    """Nested dicts as dotted keys, as `dvc metrics` names them: {"train": {"loss": 1.0}} ->
+    {"train.loss": 1.0} (bench.numerics reads metrics files with it)."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         if isinstance(value, dict):
@@ -278,44 +195,3 @@ def flatten_metrics(tree: dict, prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
-
-
-def _read_yaml(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML ({err})") from None
-
-
-def _committed_yaml(repo: Path, ref: str, path: str) -> dict | None:
-    text = _git_show(repo, ref, path)
-    return None if text is None else (yaml.safe_load(text) or {})
-
-
-def _git_show(repo: Path, ref: str, path: str) -> str | None:
-    """The text of `path` (relative to `repo`) at `ref`, or None if it is not committed."""
-    english = {**os.environ, "LC_ALL": "C"}  # the messages below are matched in English
-    cmd = ["git", "show", f"{ref}:./{path}"]
-    out = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=english)
-    if out.returncode == 0:
-        return out.stdout
-    if "does not exist in" in out.stderr or "exists on disk, but not in" in out.stderr:
-        return None
-    # not a git repository, or no such ref: nothing to compare against
-    raise ValueError(f"`git show {ref}:{path}` failed in {repo}: {out.stderr.strip()}")
-
-
-def _cache_dir(repo: Path) -> Path:
-    lines = _dvc(repo, "cache", "dir").stdout.strip().splitlines()
-    return Path(lines[-1]) if lines else repo / ".dvc" / "cache"
-
-
-def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run DVC of this interpreter's environment in `repo`; a failure names the command."""
-    cmd = [sys.executable, "-m", "dvc", *args]
-    out = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise ValueError(f"`dvc {' '.join(args)}` failed in {repo}:\n{out.stderr.strip()}")
-    return out
