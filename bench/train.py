@@ -45,7 +45,7 @@ import torch
 from bench.markdown import replace_section
 from sam2_video.files import atomic_path
 from sam2_video.model import build, feature_cache, losses, rollout
-from sam2_video.params import defaults
+from sam2_video.model.recipes import SAM21_MOSE_LOSSES, TINY_PROMPTS
 
 TRAINABLE = ("memory_attention", "memory_encoder")
 GOAL_RATIO = 0.8
@@ -56,15 +56,7 @@ SECTION = "## Training"
 BEGIN, END = "<!-- bench.train:begin -->", "<!-- bench.train:end -->"
 GPU_BEGIN, GPU_END = "<!-- bench.train.gpu:begin -->", "<!-- bench.train.gpu:end -->"
 GPU_NOT_MEASURED = ["GPU: not measured yet (`python -m bench.train --gpu-only` on a CUDA machine)."]
-LOSS_WEIGHTS = replace(
-    defaults().train,
-    loss_mask=20.0,
-    loss_dice=1.0,
-    loss_iou=1.0,
-    loss_object_score=1.0,
-    loss_temporal=0.0,
-    use_focal=True,
-)
+LOSS_WEIGHTS = SAM21_MOSE_LOSSES  # theirs: SAM2's MultiStepMultiMasksAndIous, 20/1/1/1
 MEMORY_STEPS = 3  # the first step allocates optimizer state; peaks are reached by then
 
 
@@ -203,17 +195,7 @@ def build_variant(variant: str, sc: Scenario) -> torch.nn.Module:
 def our_step(model, sc: Scenario, inp: Inputs, cached: bool) -> Callable[[], dict]:
     """fit.py's step; `cached`: the frozen encoder's output comes from the feature cache
     (filled by the first, warm-up step), as on every visit of a clip after its first."""
-    cfg = replace(
-        defaults().train,
-        prob_mask=0.5,
-        prob_points=0.25,
-        prob_box=0.25,
-        num_pos_points=1,
-        include_center=False,
-        box_jitter=0.1,
-        num_correction_clicks=sc.clicks,
-        max_cond_frames=1,
-    )
+    cfg = replace(TINY_PROMPTS, num_correction_clicks=sc.clicks)
     plan = rollout.Plan(cond_frames=(0,), kind=sc.kind, correction_frames=(0,) if sc.clicks else ())
     gen = torch.Generator().manual_seed(0)
     cache = feature_cache.EncoderCache(max_bytes=2**34) if cached else None

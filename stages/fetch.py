@@ -19,7 +19,8 @@ from sam2_video.data.sources import sav, synthetic
 from sam2_video.errors import run_stage
 from sam2_video.files import atomic_path, write_json_atomic
 from sam2_video.model import build
-from sam2_video.params import MODELS, SAM21_MODELS, FetchParams, Params, load_params
+from sam2_video.model.recipes import MODELS, SAM21_MODELS
+from sam2_video.params import FetchParams, Params, load_params
 
 RAW, DOWNLOADS = Path("data/raw"), Path("data/downloads")
 # download.SAM2_CHECKPOINTS names them by size: the part after "sam2.1_hiera_"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
+from sam2_video import pretrain
 from sam2_video.errors import run_stage
-from sam2_video.model import pretrain_tiny
 from sam2_video.params import load_pretrain_params
 
 PARAMS, METRICS, WEIGHTS = Path("params.yaml"), Path("video_metrics.json"), Path("tiny_video.pt")
@@ -24,8 +24,8 @@ PARAMS, METRICS, WEIGHTS = Path("params.yaml"), Path("video_metrics.json"), Path
 def main() -> None:
     p = load_pretrain_params(PARAMS)
     torch.set_num_threads(p.threads)
-    model, history = pretrain_tiny.pretrain(p, report=lambda r: print(json.dumps(r), flush=True))
-    final = pretrain_tiny.finish(model, history, p, WEIGHTS, METRICS, PARAMS)
+    model, history = pretrain.pretrain(p, report=lambda r: print(json.dumps(r), flush=True))
+    final = pretrain.finish(model, history, p, WEIGHTS, METRICS, PARAMS)
     print(f"pretrain: wrote {WEIGHTS} ({WEIGHTS.stat().st_size / 1e6:.1f} MB), {final}")
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 
+from sam2_video import pretrain
 from sam2_video.errors import run_stage
-from sam2_video.model import build, pretrain_tiny
+from sam2_video.model import build
 from sam2_video.params import load_pretrain_params
 
 PARAMS, METRICS, START = Path("params.yaml"), Path("metrics.json"), Path("tiny_video.pt")
@@ -28,8 +29,8 @@ def main() -> None:
         raise FileNotFoundError(f"{START}: not found; run the video stage first (make tiny-base)")
     model = build.build_model(build.load_model_config("tiny"))
     build.load_checkpoint(model, START)
-    history = pretrain_tiny.joint(model, p, report=lambda r: print(json.dumps(r), flush=True))
-    final = pretrain_tiny.finish(model, history, p, WEIGHTS, METRICS, PARAMS)
+    history = pretrain.joint(model, p, report=lambda r: print(json.dumps(r), flush=True))
+    final = pretrain.finish(model, history, p, WEIGHTS, METRICS, PARAMS)
     print(f"joint: wrote {WEIGHTS} ({WEIGHTS.stat().st_size / 1e6:.1f} MB), {final}")
 
 

@@ -19,6 +19,7 @@ from sam2_video import fit
 from sam2_video.data.clips import Clip
 from sam2_video.data.loader import FixedClips
 from sam2_video.model import build
+from sam2_video.model.recipes import EVAL_PROMPTS, SAM21_MOSE_LOSSES
 from sam2_video.params import Params, defaults
 
 
@@ -37,8 +38,9 @@ def make_clips(n: int) -> list[Clip]:
 
 
 def settings(steps: int, batch: int, feature_cache_mb: int = 64) -> Params:
-    """Every train setting spelled out (mask prompts, SAM2's 20/1/1/1 focal loss), so that these
-    tests do not move when a default in params.py does."""
+    """Every train setting given, so that these tests do not move when a default in params.py
+    does: a mask prompt on frame 0 (the evaluation protocol's prompts), SAM2.1's focal loss
+    (a recipe's fields are the train keys of the same names)."""
     train = dataclasses.replace(
         defaults().train,
         steps=steps,
@@ -50,20 +52,8 @@ def settings(steps: int, batch: int, feature_cache_mb: int = 64) -> Params:
         grad_clip=0.0,
         image_size=64,
         lr_scale={},
-        prob_mask=1.0,
-        prob_points=0.0,
-        prob_box=0.0,
-        num_pos_points=1,
-        include_center=False,
-        box_jitter=0.1,
-        num_correction_clicks=0,
-        max_cond_frames=1,
-        loss_mask=20.0,
-        loss_dice=1.0,
-        loss_iou=1.0,
-        loss_object_score=1.0,
-        loss_temporal=0.0,
-        use_focal=True,
+        **dataclasses.asdict(EVAL_PROMPTS),
+        **dataclasses.asdict(SAM21_MOSE_LOSSES),
         amp=False,
         num_workers=0,
         checkpoint_every=1,

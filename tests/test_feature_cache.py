@@ -1,5 +1,7 @@
+import dataclasses
+
 import torch
-from conftest import sam2_train, square_masks
+from conftest import square_masks
 
 from sam2_video.model import build, rollout
 from sam2_video.model.feature_cache import (
@@ -10,6 +12,7 @@ from sam2_video.model.feature_cache import (
     encoder_is_frozen,
     projections_are_frozen,
 )
+from sam2_video.model.recipes import TINY_PROMPTS
 
 
 def _images(clips: int, frames: int = 3, seed: int = 0) -> torch.Tensor:
@@ -86,12 +89,12 @@ def test_track_on_cached_encoder_output_equals_track_encoding_itself(tiny_model)
     tiny_model.eval()
     images, gt = _images(1, frames=4), square_masks(4, 2)
     owners = torch.zeros(2, dtype=torch.long)
-    plan, cfg = rollout.Plan(cond_frames=(0,), kind="mask"), sam2_train()
+    plan, recipe = rollout.Plan(cond_frames=(0,), kind="mask"), TINY_PROMPTS
     encoded = EncoderCache(2**30).encode(tiny_model, images, _keys("clip", frames=images.shape[1]))
     with torch.no_grad():
-        direct = rollout.track(tiny_model, images, gt, owners, plan, cfg, torch.Generator())
+        direct = rollout.track(tiny_model, images, gt, owners, plan, recipe, torch.Generator())
         cached = rollout.track(
-            tiny_model, images, gt, owners, plan, cfg, torch.Generator(), encoded
+            tiny_model, images, gt, owners, plan, recipe, torch.Generator(), encoded
         )
     for d, c in zip(direct, cached, strict=True):
         torch.testing.assert_close(d.logits, c.logits, atol=1e-4, rtol=1e-4)
@@ -147,13 +150,13 @@ def test_finer_position_encodings_are_kept_as_shapes_and_tracking_is_bit_identic
         assert kept.shape == ref.shape and not any(kept.stride())
         assert kept.untyped_storage().nbytes() == kept.element_size()
     assert torch.equal(cached["vision_pos_enc"][-1], full["vision_pos_enc"][-1])
-    cfg = sam2_train(num_correction_clicks=1)
+    recipe = dataclasses.replace(TINY_PROMPTS, num_correction_clicks=1)
     for kind in ("mask", "points"):
         plan = rollout.Plan(cond_frames=(0,), kind=kind, correction_frames=(0,)[: kind != "mask"])
         runs = []
         for encoded in (full, cached):
             gen = torch.Generator().manual_seed(1)
-            runs.append(rollout.track(tiny_model, images, gt, owners, plan, cfg, gen, encoded))
+            runs.append(rollout.track(tiny_model, images, gt, owners, plan, recipe, gen, encoded))
             sum(f.logits.sum() for f in runs[-1]).backward()
         for a, b in zip(*runs, strict=True):
             assert torch.equal(a.logits, b.logits)

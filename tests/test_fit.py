@@ -288,7 +288,9 @@ def test_default_trainable_parameters_all_get_gradients_so_ddp_skips_the_search(
     tiny_model = fit_worker.tiny_model()  # 64 px
     build.set_trainable(tiny_model, t.trainable_modules)
     assert not fit.ddp_finds_unused(tiny_model, t)
-    forward = fit.ClipForward(tiny_model, t)
+    forward = fit.ClipForward(
+        tiny_model, t.prompts(), t.losses(), predictor_memory=t.memory_as_predictor
+    )
     batch = StepBatches(FixedClips(fit_worker.make_clips(2)), 2, 64, 0, 0, 1, steps=1)[0]
     for kind in ("mask", "points", "box"):
         tiny_model.zero_grad(set_to_none=True)

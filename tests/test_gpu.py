@@ -45,7 +45,10 @@ def test_train_step_with_the_default_trainable_set_and_every_prompt_kind_on_cuda
     model = fit_worker.tiny_model()
     build.set_trainable(model, s.train.trainable_modules)
     model.to("cuda").train()
-    forward = fit.ClipForward(model, s.train)
+    t = s.train
+    forward = fit.ClipForward(
+        model, t.prompts(), t.losses(), predictor_memory=t.memory_as_predictor
+    )
     batch = StepBatches(FixedClips(clips), 2, 64, 0, 0, 1, steps=1)[0].to("cuda")
     for kind in ("mask", "points", "box"):
         model.zero_grad(set_to_none=True)

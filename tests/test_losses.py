@@ -2,9 +2,9 @@ import math
 
 import pytest
 import torch
-from conftest import sam2_train
 
 from sam2_video.model import losses
+from sam2_video.model.recipes import SAM21_MOSE_LOSSES
 
 LN2 = math.log(2)
 
@@ -43,7 +43,7 @@ def test_step_losses_picks_best_mask_and_ignores_absent_objects():
     multimask = torch.stack([torch.stack([bad, good]), torch.stack([bad, good])])  # (2, 2, 4, 4)
     ious = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
     obj = torch.tensor([[3.0], [-3.0]])
-    parts = losses.step_losses(multimask, ious, obj, gt, sam2_train())
+    parts = losses.step_losses(multimask, ious, obj, gt, SAM21_MOSE_LOSSES)
     assert parts["mask"].item() < 1e-6  # the good mask was selected for object 0
     assert parts["iou"].item() == pytest.approx(0.0, abs=1e-6)
     expected_obj = 2 * math.log1p(math.exp(-3.0))  # BCE of +-3 logits with right labels
@@ -52,8 +52,8 @@ def test_step_losses_picks_best_mask_and_ignores_absent_objects():
 
 def test_total_loss_uses_weights():
     parts = {k: torch.tensor(1.0) for k in ("mask", "dice", "iou", "object_score")}
-    w = sam2_train(loss_mask=20, loss_dice=1, loss_iou=1, loss_object_score=1)
-    assert losses.total_loss(parts, w).item() == pytest.approx(23.0)
+    # SAM2.1's weights, mask/dice/IoU/object score 20/1/1/1
+    assert losses.total_loss(parts, SAM21_MOSE_LOSSES).item() == pytest.approx(23.0)
 
 
 def test_bce_option_differs_from_focal():
@@ -104,7 +104,7 @@ def test_clip_losses_equal_a_direct_per_step_implementation_with_gradients():
     from sam2_video.model.rollout import FrameOutput, Step
 
     gen = torch.Generator().manual_seed(3)
-    n, size, w = 3, 24, sam2_train()
+    n, size, w = 3, 24, SAM21_MOSE_LOSSES
     gt = torch.rand((3, n, size, size), generator=gen) > 0.6
     gt[:, 2] = False  # an absent object: only its object score counts
     masks_per_step = [[3, 1, 1], [1], [1]]  # a clicked frame (3 steps), two tracked frames

@@ -1,8 +1,10 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from sam2_video import params as P
+from sam2_video.model import recipes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -125,6 +127,27 @@ def test_sam21_model_switches_checkpoint_config_size_and_recipe(tmp_path):
         1.0,
     )
     assert (t.prob_mask, t.prob_points, t.prob_box, t.num_correction_clicks) == (0.5, 0.25, 0.25, 7)
+
+
+def test_each_models_auto_values_are_its_named_recipes():
+    """The train section maps onto the model layer's recipes (their fields are its keys)."""
+    named = {
+        "tiny": (recipes.TINY_PROMPTS, recipes.TINY_LOSSES),
+        "sam2.1_hiera_large": (recipes.SAM21_MOSE_PROMPTS, recipes.SAM21_MOSE_LOSSES),
+    }
+    for model, (prompts, losses) in named.items():
+        t = P.defaults(model).train
+        assert (t.prompts(), t.losses()) == (prompts, losses), model
+    with pytest.raises(ValueError, match="resolve"):
+        P.Params().train.prompts()  # `auto` left in
+
+
+def test_pretraining_prompts_are_its_keys_over_the_tiny_demos():
+    p = P.PretrainParams(prob_mask=0.5, prob_points=0.5, prob_box=0.0, num_correction_clicks=2)
+    want = dataclasses.replace(
+        recipes.TINY_PROMPTS, prob_mask=0.5, prob_points=0.5, prob_box=0.0, num_correction_clicks=2
+    )
+    assert p.prompts() == want
 
 
 def test_explicit_values_win_over_the_model(tmp_path):

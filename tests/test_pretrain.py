@@ -1,4 +1,4 @@
-"""pretrain_tiny and the pretrain pipeline (pretrain/dvc.yaml, stages/pretrain.py)."""
+"""pretrain.py and the pretrain pipeline (pretrain/dvc.yaml, stages/pretrain*.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import pytest
 import torch
 import yaml
 
-from sam2_video.model import build, pretrain_tiny
+from sam2_video import pretrain
+from sam2_video.model import build
 from sam2_video.params import PretrainParams, load_pretrain_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,12 +65,12 @@ def test_memory_attention_init_reads_memory_at_the_same_position():
         return float((torch.cdist(out, own).argmin(1) == torch.arange(side * side)).float().mean())
 
     before = nearest_is_own()
-    pretrain_tiny.init_memory_attention(model, 3.0)
+    pretrain.init_memory_attention(model, 3.0)
     assert before < 0.2 and nearest_is_own() > 0.9
 
 
 def test_image_batches_supervise_every_object_shown():
-    images, gt, owners = pretrain_tiny.image_batch(np.random.default_rng(0), 3, 6)
+    images, gt, owners = pretrain.image_batch(np.random.default_rng(0), 3, 6)
     assert images.shape == (3, 1, 3, 128, 128) and gt.shape[:2] == (1, len(owners))
     assert gt.flatten(2).sum(-1).min() > 30  # no object too small to learn
     assert torch.equal(owners, owners.sort().values) and set(owners.tolist()) == {0, 1, 2}
@@ -78,9 +79,9 @@ def test_image_batches_supervise_every_object_shown():
 
 def test_pretraining_repeats_exactly_and_keeps_the_global_generator():
     state = torch.random.get_rng_state()
-    first, history = pretrain_tiny.pretrain(QUICK, report=lambda r: None)
+    first, history = pretrain.pretrain(QUICK, report=lambda r: None)
     assert torch.equal(torch.random.get_rng_state(), state)
-    second, _ = pretrain_tiny.pretrain(QUICK, report=lambda r: None)
+    second, _ = pretrain.pretrain(QUICK, report=lambda r: None)
     for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert [r["step"] for r in history] == [2]
@@ -88,14 +89,14 @@ def test_pretraining_repeats_exactly_and_keeps_the_global_generator():
 
 
 def test_joint_stage_keeps_the_image_encoder_and_repeats_exactly():
-    start, _ = pretrain_tiny.pretrain(QUICK, report=lambda r: None)
+    start, _ = pretrain.pretrain(QUICK, report=lambda r: None)
     encoder = {k: v.clone() for k, v in start.image_encoder.state_dict().items()}
     decoder = {k: v.clone() for k, v in start.sam_mask_decoder.state_dict().items()}
     runs = []
     for _ in range(2):
         model = build.build_model(build.load_model_config("tiny"))
         model.load_state_dict(start.state_dict())
-        history = pretrain_tiny.joint(model, QUICK, report=lambda r: None)
+        history = pretrain.joint(model, QUICK, report=lambda r: None)
         runs.append(model.state_dict())
         for key, value in model.image_encoder.state_dict().items():
             assert torch.equal(value, encoder[key]), key  # frozen: memory reads the same

@@ -1,8 +1,11 @@
+import dataclasses
+
 import pytest
 import torch
-from conftest import sam2_train, square_masks
+from conftest import square_masks
 
 from sam2_video.model import build, losses, rollout
+from sam2_video.model.recipes import SAM21_MOSE_LOSSES, SAM21_MOSE_PROMPTS, TINY_PROMPTS
 
 
 def _batch(t=3):
@@ -16,11 +19,11 @@ def test_each_prompt_type_gives_finite_loss_and_grads_only_on_trainable(tiny_mod
     build.set_trainable(tiny_model, ["memory_attention", "memory_encoder"])
     tiny_model.train()
     images, gt, owners = _batch()
-    cfg = sam2_train(num_correction_clicks=clicks)
+    recipe = dataclasses.replace(TINY_PROMPTS, num_correction_clicks=clicks)
     plan = rollout.Plan((0,), kind, (0,) if clicks else ())
-    frames = rollout.track(tiny_model, images, gt, owners, plan, cfg, torch.Generator())
+    frames = rollout.track(tiny_model, images, gt, owners, plan, recipe, torch.Generator())
     assert len(frames) == 3 and len(frames[0].steps) == 1 + clicks
-    parts = losses.clip_losses(frames, gt, sam2_train())
+    parts = losses.clip_losses(frames, gt, SAM21_MOSE_LOSSES)
     assert torch.isfinite(parts["total"])
     parts["total"].backward()
     for name, p in tiny_model.named_parameters():
@@ -41,11 +44,10 @@ def test_frozen_image_encoder_builds_no_graph(tiny_model):
 
 
 def test_sample_plan_respects_probabilities_and_cond_frames():
-    cfg = sam2_train(
-        prob_mask=0.0, prob_points=0.0, prob_box=1.0, max_cond_frames=2, num_correction_clicks=1
-    )
+    # SAM2.1's (1 or 2 conditioning frames, correction clicks), boxes only
+    boxes = dataclasses.replace(SAM21_MOSE_PROMPTS, prob_mask=0.0, prob_points=0.0, prob_box=1.0)
     gen = torch.Generator().manual_seed(0)
-    plans = [rollout.sample_plan(5, cfg, gen) for _ in range(20)]
+    plans = [rollout.sample_plan(5, boxes, gen) for _ in range(20)]
     assert {p.kind for p in plans} == {"box"}
     assert all(p.cond_frames[0] == 0 and len(p.cond_frames) in (1, 2) for p in plans)
     assert {len(p.cond_frames) for p in plans} == {1, 2}
@@ -54,11 +56,12 @@ def test_sample_plan_respects_probabilities_and_cond_frames():
 
 def _memory_grads(model, kind, clicks):
     images, gt, owners = _batch(t=4)
-    cfg = sam2_train(num_correction_clicks=clicks)
+    recipe = dataclasses.replace(TINY_PROMPTS, num_correction_clicks=clicks)
     plan = rollout.Plan((0,), kind, (0,) if clicks else ())
     torch.manual_seed(1)  # the same dropout draws in both runs
-    frames = rollout.track(model, images, gt, owners, plan, cfg, torch.Generator().manual_seed(2))
-    losses.clip_losses(frames, gt, sam2_train())["total"].backward()
+    gen = torch.Generator().manual_seed(2)
+    frames = rollout.track(model, images, gt, owners, plan, recipe, gen)
+    losses.clip_losses(frames, gt, SAM21_MOSE_LOSSES)["total"].backward()
     grads = {n: p.grad for n, p in model.named_parameters() if n.startswith("memory_")}
     return frames[0].logits.is_inference(), grads
 

@@ -30,6 +30,7 @@ from sam2_video.evaluate import metrics
 from sam2_video.evaluate.predict import predict_clip
 from sam2_video.files import atomic_path, sha256_bytes
 from sam2_video.model import build, feature_cache, losses, rollout, transforms
+from sam2_video.model.recipes import LossRecipe, PromptRecipe
 from sam2_video.params import Params, TrainParams, to_dict
 
 
@@ -57,14 +58,16 @@ class ClipForward(torch.nn.Module):
     def __init__(
         self,
         sam: torch.nn.Module,
-        train: TrainParams,
+        prompts: PromptRecipe,
+        weights: LossRecipe,
         cache: feature_cache.EncoderCache | None = None,
+        predictor_memory: bool = False,
     ):
         super().__init__()
-        self.sam, self.train_params, self.cache = sam, train, cache
+        self.sam, self.prompts, self.weights, self.cache = sam, prompts, weights, cache
+        self.predictor_memory = predictor_memory  # rollout.track's
 
     def forward(self, batch: Batch, plan: rollout.Plan, gen: torch.Generator, num_objects: float):
-        t = self.train_params
         images = transforms.normalize(batch.frames)  # (B, T, 3, S, S) float, on the device
         encoded = None
         if self.cache is not None:
@@ -75,12 +78,12 @@ class ClipForward(torch.nn.Module):
             batch.gt,
             batch.obj_to_clip,
             plan,
-            t,
+            self.prompts,
             gen,
             encoded,
-            predictor_memory=t.memory_as_predictor,
+            predictor_memory=self.predictor_memory,
         )
-        return losses.clip_losses(frames, batch.gt, t, num_objects)
+        return losses.clip_losses(frames, batch.gt, self.weights, num_objects)
 
 
 def collective_device(backend: str | None = None) -> torch.device:
@@ -271,7 +274,8 @@ def fit(
     cache = None
     if s.feature_cache_mb > 0 and feature_cache.encoder_is_frozen(model):
         cache = feature_cache.EncoderCache(s.feature_cache_mb * 2**20)
-    forward = ClipForward(model, s, cache)
+    prompts = s.prompts()
+    forward = ClipForward(model, prompts, s.losses(), cache, s.memory_as_predictor)
     if world > 1:
         forward = torch.nn.parallel.DistributedDataParallel(
             forward,
@@ -309,7 +313,7 @@ def fit(
     t0, sums = time.time(), {}
     for micro, batch in zip(micro_steps, loader, strict=True):
         gen = step_generator(p.seed, micro, rank)
-        plan = rollout.sample_plan(batch.frames.shape[1], s, gen)
+        plan = rollout.sample_plan(batch.frames.shape[1], prompts, gen)
         num_objects = mean_objects_over_ranks(batch.gt.shape[1], world)
         last_micro = (micro + 1) % s.grad_accum == 0
         # DDP all-reduces the gradients on a step's last micro-batch only (no_sync covers

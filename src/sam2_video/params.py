@@ -18,46 +18,11 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from sam2_video.model import recipes
+from sam2_video.model.recipes import MODELS, LossRecipe, PromptRecipe
+
 PARAMS_FILE = Path("params.yaml")
 AUTO = "auto"
-SAM21_MODELS = tuple(f"sam2.1_hiera_{n}" for n in ("tiny", "small", "base_plus", "large"))
-MODELS = ("tiny", *SAM21_MODELS)
-
-# What `auto` means for each model: the tiny demo's values, and where SAM2.1 differs, SAM2.1's
-# own fine-tuning recipe (sam2/configs/sam2.1_training/sam2.1_hiera_b+_MOSE_finetune.yaml:
-# 1024 px, focal/dice/IoU/object-score 20/1/1/1, mask or points or box prompts 0.5/0.25/0.25,
-# 7 correction clicks, 1-2 conditioning frames, 8-frame clips). fetch.checkpoint and
-# train.model follow the model's name.
-RECIPES = {
-    "tiny": {
-        "shard.max_side": 128,
-        "shard.clip_length": 16,
-        "train.image_size": 128,
-        "train.clip_length": 8,
-        "train.use_focal": False,
-        "train.loss_dice": 5.0,
-        "train.loss_object_score": 10.0,
-        "train.prob_mask": 0.5,
-        "train.prob_points": 0.25,
-        "train.prob_box": 0.25,
-        "train.num_correction_clicks": 0,
-        "train.max_cond_frames": 1,
-    },
-    "sam2.1": {
-        "shard.max_side": 1024,
-        "shard.clip_length": 8,
-        "train.image_size": 1024,
-        "train.clip_length": 8,
-        "train.use_focal": True,
-        "train.loss_dice": 1.0,
-        "train.loss_object_score": 1.0,
-        "train.prob_mask": 0.5,
-        "train.prob_points": 0.25,
-        "train.prob_box": 0.25,
-        "train.num_correction_clicks": 7,
-        "train.max_cond_frames": 2,
-    },
-}
 
 
 def _f(default: Any, help: str, check: str | None = None) -> Any:
@@ -252,6 +217,14 @@ class TrainParams:
         0, "stop after this many validations without gain (0: off)", ">=0"
     )
 
+    def prompts(self) -> PromptRecipe:
+        """How conditioning frames are prompted (prob_*, num_pos_points, ...), `auto` resolved."""
+        return _recipe(PromptRecipe, self)
+
+    def losses(self) -> LossRecipe:
+        """The loss weights and kind (loss_*, use_focal), `auto` resolved."""
+        return _recipe(LossRecipe, self)
+
 
 @dataclass(frozen=True)
 class EvaluateParams:
@@ -345,6 +318,49 @@ class PretrainParams:
         "least source-domain J&F (mask prompt) at the end; below it no weights are written",
         "0..1",
     )
+
+    def prompts(self) -> PromptRecipe:
+        """Video batches' prompts: this section's prob_*, num_correction_clicks and
+        max_cond_frames over the tiny demo's recipe."""
+        return _recipe(PromptRecipe, self, recipes.TINY_PROMPTS)
+
+
+def _recipe(kind: type, section: Any, base: Any = None) -> Any:
+    """A `kind` recipe (recipes.PromptRecipe or LossRecipe) of the section's values of its
+    fields (params keys of the same names), the fields the section lacks `base`'s."""
+    names = [f.name for f in dataclasses.fields(kind) if hasattr(section, f.name)]
+    values = {name: getattr(section, name) for name in names}
+    if AUTO in values.values():
+        raise ValueError(f"{kind.__name__} of unresolved params ({AUTO!r}): resolve() them first")
+    return dataclasses.replace(base, **values) if base is not None else kind(**values)
+
+
+def _auto_values(prompts: PromptRecipe, losses: LossRecipe) -> dict[str, Any]:
+    """'train.<key>' -> value of the recipes' fields whose TrainParams default is `auto`."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainParams)}
+    values = dataclasses.asdict(prompts) | dataclasses.asdict(losses)
+    return {f"train.{k}": v for k, v in values.items() if defaults[k] == AUTO}
+
+
+# What `auto` means for each model: the tiny demo's values, and where SAM2.1 differs, SAM2.1's
+# own fine-tuning recipe (recipes.SAM21_MOSE_*; 1024 px, 8-frame clips). fetch.checkpoint and
+# train.model follow the model's name.
+RECIPES = {
+    "tiny": {
+        "shard.max_side": 128,
+        "shard.clip_length": 16,
+        "train.image_size": 128,
+        "train.clip_length": 8,
+        **_auto_values(recipes.TINY_PROMPTS, recipes.TINY_LOSSES),
+    },
+    "sam2.1": {
+        "shard.max_side": 1024,
+        "shard.clip_length": 8,
+        "train.image_size": 1024,
+        "train.clip_length": 8,
+        **_auto_values(recipes.SAM21_MOSE_PROMPTS, recipes.SAM21_MOSE_LOSSES),
+    },
+}
 
 
 CHOICES = {

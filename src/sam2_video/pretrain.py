@@ -25,22 +25,10 @@ from sam2_video.evaluate import metrics
 from sam2_video.evaluate.predict import object_prompts, predict_masks
 from sam2_video.files import write_json_atomic
 from sam2_video.model import build, losses, rollout, transforms
-from sam2_video.params import PretrainParams, defaults
+from sam2_video.model.recipes import TINY_PRETRAIN_LOSSES
+from sam2_video.params import PretrainParams
 
 IMAGE_SIZE = 128
-
-# From scratch, focal loss (whose mean is dominated by background pixels) parks the model
-# in "predict background" for thousands of steps; BCE with a heavier dice term gets
-# out of that plateau quickly. Fine-tuning the tiny base uses the same loss (RECIPES).
-PRETRAIN_LOSS = dataclasses.replace(
-    defaults().train,
-    loss_mask=20.0,
-    loss_dice=5.0,
-    loss_iou=1.0,
-    loss_object_score=1.0,
-    loss_temporal=0.0,
-    use_focal=False,
-)
 
 
 def scene_batch(rng: np.random.Generator, clips: int, frames: int, max_obj: int):
@@ -114,21 +102,6 @@ def init_memory_attention(model, bias: float) -> None:
             layer.cross_attn_image.k_proj.bias.fill_(bias)
 
 
-def prompt_recipe(p: PretrainParams):
-    """The conditioning-frame prompts of pretraining, in the train params' form."""
-    return dataclasses.replace(
-        defaults().train,
-        prob_mask=p.prob_mask,
-        prob_points=p.prob_points,
-        prob_box=p.prob_box,
-        num_pos_points=1,
-        include_center=False,
-        box_jitter=0.1,
-        num_correction_clicks=p.num_correction_clicks,
-        max_cond_frames=p.max_cond_frames,
-    )
-
-
 def pretrain(p: PretrainParams, report: Callable[[dict], None] = print):
     """The video stage: a tiny SAM2 trained from scratch; returns it and the records of
     each validation.
@@ -142,7 +115,7 @@ def pretrain(p: PretrainParams, report: Callable[[dict], None] = print):
         init_memory_attention(model, p.memory_attention_init)
         model.train()
         rng, gen = np.random.default_rng(p.seed), torch.Generator().manual_seed(p.seed)
-        last, cfg = min(p.steps, p.stop_at), prompt_recipe(p)
+        last, cfg = min(p.steps, p.stop_at), p.prompts()
         batches = ((scene_batch(rng, p.clips, p.frames, p.max_objects), cfg) for _ in range(last))
         return model, _optimise(model, p, last, p.steps, batches, gen, {}, report)
 
@@ -160,7 +133,7 @@ def joint(model, p: PretrainParams, report: Callable[[dict], None] = print) -> l
         model.train()
         rng = np.random.default_rng([p.seed, 1])  # not the video stage's scenes again
         gen = torch.Generator().manual_seed(p.seed + 1)
-        video_cfg = prompt_recipe(p)
+        video_cfg = p.prompts()
         image_cfg = dataclasses.replace(video_cfg, prob_mask=0.0, prob_points=0.5, prob_box=0.5)
 
         def batches():
@@ -191,7 +164,7 @@ def _optimise(model, p, last, schedule, batches, gen, tag: dict, report) -> list
     for step, ((images, gt, owners), recipe) in enumerate(batches, start=1):
         plan = rollout.sample_plan(images.shape[1], recipe, gen)
         outputs = rollout.track(model, images, gt, owners, plan, recipe, gen)
-        loss = losses.clip_losses(outputs, gt, PRETRAIN_LOSS)["total"]
+        loss = losses.clip_losses(outputs, gt, TINY_PRETRAIN_LOSSES)["total"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

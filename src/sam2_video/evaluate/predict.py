@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,22 +28,9 @@ import torch.nn.functional as F
 
 from sam2_video.data.clips import Clip
 from sam2_video.model import feature_cache, rollout
+from sam2_video.model.recipes import EVAL_PROMPTS
 from sam2_video.model.transforms import frames_to_model_input, masks_to_model_size
-from sam2_video.params import defaults
 
-# vos_inference's prompts, whatever the training recipe: one click at the object's centre,
-# or the exact box, or the mask, on the first frame only, no correction clicks
-EVAL_PROMPTS = dataclasses.replace(
-    defaults().train,
-    prob_mask=1.0,
-    prob_points=0.0,
-    prob_box=0.0,
-    num_pos_points=1,
-    include_center=True,
-    box_jitter=0.0,
-    num_correction_clicks=0,
-    max_cond_frames=1,
-)
 NO_OBJECT_LOGIT = -1024.0  # SAM2's NO_OBJ_SCORE: what the predictor holds for an untracked object
 LOW_RES_STRIDE = 4  # SAM2's mask decoder predicts at image_size / 4
 

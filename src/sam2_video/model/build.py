@@ -16,9 +16,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sam2_video.files import atomic_path
-from sam2_video.params import MODELS, SAM21_MODELS
+from sam2_video.model.recipes import MODELS, SAM21_MODELS
 
-# Names accepted by `train.model` (params.MODELS): the project's tiny model and SAM2.1's
+# Names accepted by `train.model` (recipes.MODELS): the project's tiny model and SAM2.1's
 # four sizes, each with the sam2 package's config file
 SAM21_CONFIGS = dict(
     zip(

@@ -4,7 +4,7 @@ Per frame and per prediction step: focal (or BCE) + dice on the best of the mult
 outputs, L1 between predicted and actual IoU, and an object-score loss. Mask, dice and IoU
 terms count only where the object is present (SAM2's convention: the object-score head
 alone learns "absent"). Everything is summed over objects and divided by their number.
-The weights are the train params section's (`loss_*`, `use_focal`: params.TrainParams).
+The weights and the mask loss's kind are a recipes.LossRecipe.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from sam2_video.params import TrainParams
+from sam2_video.model.recipes import LossRecipe
 
 # SAM2's focal loss constants (sam2/training/loss_fns.py); not tuned per run
 FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0
@@ -62,7 +62,7 @@ def _overlaps(flat_logits: torch.Tensor, t: Targets) -> list[torch.Tensor]:
     return [(prob * t.mask).sum(-1), prob.sum(-1), (pred * t.mask).sum(-1), pred.sum(-1)]
 
 
-def _pixel_stats(logits: torch.Tensor, t: Targets, w: TrainParams) -> torch.Tensor:
+def _pixel_stats(logits: torch.Tensor, t: Targets, w: LossRecipe) -> torch.Tensor:
     """(N, M, 5) what the losses need from the pixels of (N, M, H, W) logits: the mask loss
     (focal or BCE, mean over pixels) and _overlaps. One pass per step keeps a 128 px step in
     cache; the rest of the loss works on these few numbers, for all steps at once."""
@@ -105,7 +105,7 @@ def iou_prediction_loss(logits, targets, pred_ious) -> torch.Tensor:
     return (pred_ious - _iou(inter, pred_area, t.area)).abs()
 
 
-def _frame_targets(gt: torch.Tensor, w: TrainParams) -> Targets:
+def _frame_targets(gt: torch.Tensor, w: LossRecipe) -> Targets:
     """Targets of one frame's (N, H, W) ground truth, focal-weighted when the mask loss is."""
     return Targets.of(gt[:, None], FOCAL_ALPHA if w.use_focal else -1.0)
 
@@ -118,11 +118,11 @@ class _StepRecord:
     area: torch.Tensor  # (N, 1) of its frame's ground truth
 
 
-def _record(logits, pred_ious, object_score_logits, t: Targets, w: TrainParams) -> _StepRecord:
+def _record(logits, pred_ious, object_score_logits, t: Targets, w: LossRecipe) -> _StepRecord:
     return _StepRecord(_pixel_stats(logits, t, w), pred_ious, object_score_logits, t.area)
 
 
-def _sum_losses(records: list[_StepRecord], w: TrainParams) -> dict[str, torch.Tensor]:
+def _sum_losses(records: list[_StepRecord], w: LossRecipe) -> dict[str, torch.Tensor]:
     """Loss terms of prediction steps, summed over steps and objects; steps with the same
     number of masks M are stacked (K, N, M) and handled at once."""
     parts: dict[str, torch.Tensor] = {}
@@ -156,7 +156,7 @@ def step_losses(
     pred_ious: torch.Tensor,
     object_score_logits: torch.Tensor,
     gt: torch.Tensor,
-    w: TrainParams,
+    w: LossRecipe,
 ) -> dict[str, torch.Tensor]:
     """Losses of one prediction step, summed over the N objects.
 
@@ -172,7 +172,7 @@ def temporal_consistency(prev_logits: torch.Tensor, logits: torch.Tensor) -> tor
     return (logits.sigmoid() - prev_logits.sigmoid()).abs().flatten(1).mean(-1).sum()
 
 
-def total_loss(parts: dict[str, torch.Tensor], w: TrainParams) -> torch.Tensor:
+def total_loss(parts: dict[str, torch.Tensor], w: LossRecipe) -> torch.Tensor:
     return (
         parts["mask"] * w.loss_mask
         + parts["dice"] * w.loss_dice
@@ -183,7 +183,7 @@ def total_loss(parts: dict[str, torch.Tensor], w: TrainParams) -> torch.Tensor:
 
 
 def clip_losses(
-    frames: list, gt: torch.Tensor, w: TrainParams, num_objects: float | None = None
+    frames: list, gt: torch.Tensor, w: LossRecipe, num_objects: float | None = None
 ) -> dict[str, torch.Tensor]:
     """Sum of step losses over all frames and steps, divided by the number of objects.
 

@@ -6,8 +6,7 @@ predictions and object-score logits of every prediction step (SAM2Base.track_ste
 train mode drops the object scores). Conditioning frames get prompts from ground truth;
 the other frames are tracked through memory. The same loop, in eval mode with one
 conditioning frame, is SAM2VideoPredictor's inference. How conditioning frames are
-prompted is read from the train params section (`prob_*`, `num_pos_points`, ... of
-params.TrainParams), as parsed; evaluation passes its own (predict.EVAL_PROMPTS).
+prompted is a recipes.PromptRecipe: the training run's, or evaluation's (EVAL_PROMPTS).
 `track_video` is that inference loop over one video, frame by frame, in memory that does
 not grow with its length.
 """
@@ -22,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from sam2_video.model import feature_cache, prompts
-from sam2_video.params import TrainParams
+from sam2_video.model.recipes import PromptRecipe
 
 PROMPT_KINDS = ("mask", "points", "box")
 
@@ -50,15 +49,15 @@ class FrameOutput:
     low_res_logits: torch.Tensor  # (N, 1, S/4, S/4) what SAM2VideoPredictor upsamples
 
 
-def sample_plan(num_frames: int, cfg: TrainParams, gen: torch.Generator) -> Plan:
+def sample_plan(num_frames: int, recipe: PromptRecipe, gen: torch.Generator) -> Plan:
     """Prompt kind and conditioning frames for one training batch (SAM2's sampling)."""
-    probs = torch.tensor([cfg.prob_mask, cfg.prob_points, cfg.prob_box])
+    probs = torch.tensor([recipe.prob_mask, recipe.prob_points, recipe.prob_box])
     kind = PROMPT_KINDS[int(torch.multinomial(probs, 1, generator=gen))]
-    max_cond = min(cfg.max_cond_frames, num_frames)
+    max_cond = min(recipe.max_cond_frames, num_frames)
     n_cond = int(torch.randint(1, max_cond + 1, (1,), generator=gen))
     extra = torch.randperm(num_frames - 1, generator=gen)[: n_cond - 1] + 1
     cond = (0, *sorted(int(t) for t in extra))
-    corrections = cond if kind != "mask" and cfg.num_correction_clicks > 0 else ()
+    corrections = cond if kind != "mask" and recipe.num_correction_clicks > 0 else ()
     return Plan(cond_frames=cond, kind=kind, correction_frames=corrections)
 
 
@@ -83,14 +82,16 @@ def image_features(model, images: torch.Tensor, encoder_grad: bool, encoded=None
     return feats, pos, sizes  # feats/pos: lists of (HW, F, C)
 
 
-def _prompt_inputs(kind: str, gt: torch.Tensor, cfg: TrainParams, gen: torch.Generator):
+def _prompt_inputs(kind: str, gt: torch.Tensor, recipe: PromptRecipe, gen: torch.Generator):
     """(point_inputs, mask_inputs) for one conditioning frame; gt (N, S, S) bool."""
     if kind == "mask":
         return None, gt[:, None].float()
     if kind == "points":
-        coords, labels = prompts.point_prompts(gt, cfg.num_pos_points, cfg.include_center, gen)
+        coords, labels = prompts.point_prompts(
+            gt, recipe.num_pos_points, recipe.include_center, gen
+        )
     else:
-        coords, labels = prompts.box_prompts(gt, cfg.box_jitter, gen)
+        coords, labels = prompts.box_prompts(gt, recipe.box_jitter, gen)
     return {"point_coords": coords, "point_labels": labels}, None
 
 
@@ -145,10 +146,12 @@ def cond_decoding_is_frozen(model, feats: list[torch.Tensor]) -> bool:
     )
 
 
-def _decode(model, frame, is_cond, plan, cfg, gen, gt, feats, pos, sizes, memory, video):
+def _decode(model, frame, is_cond, plan, recipe, gen, gt, feats, pos, sizes, memory, video):
     """One frame's SAM2 decoding: prompts (conditioning frames), prediction, corrections.
     video: (index of the clip's first frame in the video, the video's frame count)."""
-    point_inputs, mask_inputs = _prompt_inputs(plan.kind, gt, cfg, gen) if is_cond else (None, None)
+    point_inputs, mask_inputs = (
+        _prompt_inputs(plan.kind, gt, recipe, gen) if is_cond else (None, None)
+    )
     out, sam_out, high_res_features, pix_feat = model._track_step(
         video[0] + frame,
         is_cond,
@@ -166,7 +169,7 @@ def _decode(model, frame, is_cond, plan, cfg, gen, gt, feats, pos, sizes, memory
     if frame in plan.correction_frames:
         ctx = (high_res_features, pix_feat, is_cond)
         steps, sam_out, point_inputs = _correct(
-            model, steps[0], sam_out, gt, point_inputs, ctx, cfg.num_correction_clicks, gen
+            model, steps[0], sam_out, gt, point_inputs, ctx, recipe.num_correction_clicks, gen
         )
     return out, sam_out, steps, point_inputs
 
@@ -177,7 +180,7 @@ def track(
     gt: torch.Tensor,
     obj_to_clip: torch.Tensor,
     plan: Plan,
-    cfg: TrainParams,
+    recipe: PromptRecipe,
     gen: torch.Generator,
     encoded=None,
     first_frame: int = 0,
@@ -215,7 +218,7 @@ def track(
         # (the finest level's is 16x its size)
         cur_pos = [*pos[:-1], pos[-1][:, img_ids]]
         is_cond = frame in plan.cond_frames
-        ctx = (plan, cfg, gen, memory, video, predictor_memory)
+        ctx = (plan, recipe, gen, memory, video, predictor_memory)
         # no later frame reads the memory of the last one: skip its memory encoder
         outputs[frame] = _step(
             model,
@@ -231,17 +234,17 @@ def track(
 
 def _step(model, ctx, frame, gt, features, encode_memory, inference) -> FrameOutput:
     """One frame of `track`: decode it, encode its memory (unless `encode_memory` is
-    false), store its output in the memory bank. ctx: (plan, cfg, gen, memory, video,
+    false), store its output in the memory bank. ctx: (plan, recipe, gen, memory, video,
     predictor_memory) as in `track`; features: (feats, pos, sizes) of its N objects;
     inference: decode in inference mode, else in the caller's grad mode (not in
     inference_mode(False), which turns autograd back on under no_grad or inference mode:
     inference then built a graph through every frame's memory)."""
-    plan, cfg, gen, memory, video, predictor_memory = ctx
+    plan, recipe, gen, memory, video, predictor_memory = ctx
     feats, pos, sizes = features
     is_cond = frame in plan.cond_frames
     with torch.inference_mode() if inference else contextlib.nullcontext():
         out, sam_out, steps, point_inputs = _decode(
-            model, frame, is_cond, plan, cfg, gen, gt, feats, pos, sizes, memory, video
+            model, frame, is_cond, plan, recipe, gen, gt, feats, pos, sizes, memory, video
         )
     out["pred_masks"], out["pred_masks_high_res"], out["obj_ptr"] = sam_out[3:6]
     high_res = sam_out[4]
@@ -276,7 +279,7 @@ def track_video(
     model,
     features: Iterable[tuple],
     groups: Sequence[tuple[str, torch.Tensor]],
-    cfg: TrainParams,
+    recipe: PromptRecipe,
     gen: torch.Generator,
     first_frame: int,
     num_frames: int,
@@ -290,7 +293,7 @@ def track_video(
     each encoded alone (a batch of one), read one frame at a time, when the frame is
     tracked (so several trackers can share one frame's encoding). groups: (kind, (N_k, S, S)
     bool masks) of objects prompted on frame first_frame, each group by its kind (mask,
-    points or box; cfg as EVAL_PROMPTS). Each group's prompt frame is decoded alone, as
+    points or box; recipe: recipes.EVAL_PROMPTS). Each group's prompt frame is decoded alone, as
     `track` decodes it; after it all N = sum N_k objects are tracked as one batch, as the
     predictor batches a video's objects (rows stay independent; a larger batch may round
     the last bits differently). One group is exactly `track`. Yields each frame's
@@ -300,7 +303,14 @@ def track_video(
     first = torch.cat([masks for _, masks in groups])  # (N, S, S)
     ids = torch.zeros(first.shape[0], dtype=torch.long, device=first.device)
     memory = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
-    ctx = (Plan(cond_frames=(0,), kind="mask"), cfg, gen, memory, (first_frame, num_frames), True)
+    ctx = (
+        Plan(cond_frames=(0,), kind="mask"),
+        recipe,
+        gen,
+        memory,
+        (first_frame, num_frames),
+        True,
+    )
     reach = memory_reach(model)
     for frame, (feats, pos, sizes) in enumerate(features):
         if frame == 0:
@@ -320,13 +330,13 @@ def _prompt_frame(model, groups, ctx, features, encode_memory: bool) -> FrameOut
     """track_video's first frame: each group decoded (and its memory encoded) with its own
     prompt kind, the results joined into one batch, rows in group order, in the memory bank
     (ctx's) as in the output; the output's steps are the groups' own, one after another."""
-    plan, cfg, gen, memory, video, predictor_memory = ctx
+    plan, recipe, gen, memory, video, predictor_memory = ctx
     feats, pos, sizes = features
     outputs, stored = [], []
     for kind, masks in groups:
         ids = torch.zeros(masks.shape[0], dtype=torch.long, device=masks.device)
         own = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
-        own_ctx = (Plan(cond_frames=(0,), kind=kind), cfg, gen, own, video, predictor_memory)
+        own_ctx = (Plan(cond_frames=(0,), kind=kind), recipe, gen, own, video, predictor_memory)
         group_features = ([x[:, ids] for x in feats], [*pos[:-1], pos[-1][:, ids]], sizes)
         outputs.append(_step(model, own_ctx, 0, masks, group_features, encode_memory, False))
         stored.append(own["cond_frame_outputs"][video[0]])
