@@ -70,8 +70,9 @@ def test_memory_attention_init_reads_memory_at_the_same_position():
 
 
 def test_image_batches_supervise_every_object_shown():
-    images, gt, owners = pretrain.image_batch(np.random.default_rng(0), 3, 6)
-    assert images.shape == (3, 1, 3, 128, 128) and gt.shape[:2] == (1, len(owners))
+    batch = pretrain.image_batch(np.random.default_rng(0), 3, 6)
+    gt, owners = batch.gt, batch.obj_to_clip
+    assert batch.frames.shape == (3, 1, 3, 128, 128) and gt.shape[:2] == (1, len(owners))
     assert gt.flatten(2).sum(-1).min() > 30  # no object too small to learn
     assert torch.equal(owners, owners.sort().values) and set(owners.tolist()) == {0, 1, 2}
     assert len(owners) > 9  # several objects an image: candidates cannot cover them all

@@ -4,6 +4,8 @@ Reads like nanoGPT's train.py: the parsed params as params.py gives them (top-le
 seed, the train section), then model, optimizer, resume, and the loop (forward over clips ->
 loss -> backward -> clip -> step) with validation, checkpoints and curves at intervals.
 Runs on CPU or GPU, in one process or under torchrun (DDP: gloo on CPU, nccl on GPU).
+Its step (`optimizer`, `ClipForward`: rollout and loss, `update`: clip and step) also
+trains the tiny base from scratch (pretrain.py, under that program's own schedule).
 
 Resuming is exact: a step's batch and prompts are functions of (seed, step, rank), the
 checkpoint holds weights, optimizer, best-so-far and the logged curves, so a killed run
@@ -181,6 +183,31 @@ def param_groups(model: torch.nn.Module, lr_scale: dict[str, float]) -> list[dic
     ]
 
 
+def optimizer(
+    model: torch.nn.Module,
+    lr: float,
+    weight_decay: float,
+    lr_scale: dict[str, float] | None = None,
+    fused: bool = True,
+) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters (`param_groups`; a group's lr is `lr` times its
+    "scale"). fused: one kernel for all parameters instead of a loop over them (a few % of
+    a tiny model's step; on CPU and CUDA); its float rounding differs from the loop's."""
+    groups = param_groups(model, lr_scale or {})
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=fused)
+
+
+def update(model: torch.nn.Module, opt: torch.optim.Optimizer, grad_clip: float) -> None:
+    """Apply the gradients: clipped to a total norm of `grad_clip` (0: not clipped), an
+    optimizer step, then dropped."""
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(
+            [w for w in model.parameters() if w.requires_grad], grad_clip
+        )
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -265,12 +292,7 @@ def fit(
     rank = dist.get_rank() if dist.is_initialized() else 0
     world = dist.get_world_size() if dist.is_initialized() else 1
     model.to(device).train()
-    params = [w for w in model.parameters() if w.requires_grad]  # (p: the parsed params)
-    # fused: one kernel for all parameters instead of a chain of foreach ops (a few % of a
-    # tiny model's step); available on CPU and CUDA
-    opt = torch.optim.AdamW(
-        param_groups(model, s.lr_scale), lr=p.lr, weight_decay=s.weight_decay, fused=True
-    )
+    opt = optimizer(model, p.lr, s.weight_decay, s.lr_scale)
     cache = None
     if s.feature_cache_mb > 0 and feature_cache.encoder_is_frozen(model):
         cache = feature_cache.EncoderCache(s.feature_cache_mb * 2**20)
@@ -342,10 +364,7 @@ def fit(
         lr = p.lr * lr_factor(run.step, s)
         for group in opt.param_groups:
             group["lr"] = lr * group["scale"]
-        if s.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        update(model, opt, s.grad_clip)
         run.step += 1
         bar.update(1)
 

@@ -7,32 +7,36 @@ on the first frame, tracked through memory, from scratch) and `joint` (image bat
 point or box prompts and many objects per image, alternating with video batches, the image
 encoder frozen; SAM2 also trains on SA-1B images and videos together). The fine-tuning
 stage then adapts only the memory modules to the *target* domain. The recipe is
-pretrain/params.yaml (params.PretrainParams); weights are stored in float16.
+pretrain/params.yaml (params.PretrainParams); weights are stored in float16. Each step is
+fit.py's (its optimizer, forward and update); this program draws the batches, schedules the
+learning rate and scores the source domain.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from sam2_video import fit
+from sam2_video.data.loader import Batch
 from sam2_video.data.sources.synthetic import DOMAINS, render_scene
 from sam2_video.evaluate import metrics
 from sam2_video.evaluate.predict import object_prompts, predict_masks
 from sam2_video.files import write_json_atomic
-from sam2_video.model import build, losses, rollout, transforms
+from sam2_video.model import build, rollout, transforms
 from sam2_video.model.recipes import TINY_PRETRAIN_LOSSES
 from sam2_video.params import PretrainParams
 
 IMAGE_SIZE = 128
 
 
-def scene_batch(rng: np.random.Generator, clips: int, frames: int, max_obj: int):
-    """(images (B,T,3,S,S), gt (T,N,S,S), obj_to_clip (N,)) of source-domain scenes: 1 to
+def scene_batch(rng: np.random.Generator, clips: int, frames: int, max_obj: int) -> Batch:
+    """A batch (data.loader's) of `clips` source-domain scenes of `frames` frames: 1 to
     `max_obj` objects each supervised, one more rendered as a distractor."""
     scenes, keeps = [], []
     for _ in range(clips):
@@ -42,9 +46,9 @@ def scene_batch(rng: np.random.Generator, clips: int, frames: int, max_obj: int)
     return _stack(scenes, keeps)
 
 
-def image_batch(rng: np.random.Generator, images: int, objects: int):
-    """(images (B,1,3,S,S), gt (1,N,S,S), obj_to_clip (N,)): single source-domain frames of
-    `objects` objects, each one shown supervised."""
+def image_batch(rng: np.random.Generator, images: int, objects: int) -> Batch:
+    """A batch of `images` single source-domain frames (clips of one frame) of `objects`
+    objects, each one shown supervised."""
     scenes = [render_scene(rng, DOMAINS["source"], 1, objects, IMAGE_SIZE) for _ in range(images)]
     return _stack(scenes, [_shown(scene) for scene in scenes])
 
@@ -54,12 +58,13 @@ def _shown(scene) -> np.ndarray:
     return np.flatnonzero(scene.visible[0].reshape(scene.visible.shape[1], -1).sum(1) > 30)
 
 
-def _stack(scenes, keeps):
-    images = [transforms.frames_to_model_input(scene.frames, IMAGE_SIZE) for scene in scenes]
+def _stack(scenes, keeps) -> Batch:
+    frames = [transforms.resize_frames(scene.frames, IMAGE_SIZE) for scene in scenes]
     pairs = zip(scenes, keeps, strict=True)
     gts = [torch.from_numpy(scene.visible[:, keep]) for scene, keep in pairs]
     owners = [b for b, keep in enumerate(keeps) for _ in keep]
-    return torch.stack(images), torch.cat(gts, 1), torch.tensor(owners)
+    names, keys = [f"scene{b}" for b in range(len(scenes))], [None] * len(scenes)  # no cache
+    return Batch(torch.stack(frames), torch.cat(gts, 1), torch.tensor(owners), names, keys)
 
 
 def val_scenes(seed: int, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -115,8 +120,10 @@ def pretrain(p: PretrainParams, report: Callable[[dict], None] = print):
         init_memory_attention(model, p.memory_attention_init)
         model.train()
         rng, gen = np.random.default_rng(p.seed), torch.Generator().manual_seed(p.seed)
-        last, cfg = min(p.steps, p.stop_at), p.prompts()
-        batches = ((scene_batch(rng, p.clips, p.frames, p.max_objects), cfg) for _ in range(last))
+        last, forward = min(p.steps, p.stop_at), _forward(model, p.prompts())
+        batches = (
+            (scene_batch(rng, p.clips, p.frames, p.max_objects), forward) for _ in range(last)
+        )
         return model, _optimise(model, p, last, p.steps, batches, gen, {}, report)
 
 
@@ -133,15 +140,16 @@ def joint(model, p: PretrainParams, report: Callable[[dict], None] = print) -> l
         model.train()
         rng = np.random.default_rng([p.seed, 1])  # not the video stage's scenes again
         gen = torch.Generator().manual_seed(p.seed + 1)
-        video_cfg = p.prompts()
-        image_cfg = dataclasses.replace(video_cfg, prob_mask=0.0, prob_points=0.5, prob_box=0.5)
+        video = p.prompts()
+        image = dataclasses.replace(video, prob_mask=0.0, prob_points=0.5, prob_box=0.5)
+        video_forward, image_forward = _forward(model, video), _forward(model, image)
 
         def batches():
             for step in range(1, p.joint_steps + 1):
                 if step % 2:
-                    yield image_batch(rng, p.clips, p.image_objects), image_cfg
+                    yield image_batch(rng, p.clips, p.image_objects), image_forward
                 else:
-                    yield scene_batch(rng, p.clips, p.frames, p.max_objects), video_cfg
+                    yield scene_batch(rng, p.clips, p.frames, p.max_objects), video_forward
 
         steps, tag = p.joint_steps, {"stage": "joint"}
         try:
@@ -150,25 +158,32 @@ def joint(model, p: PretrainParams, report: Callable[[dict], None] = print) -> l
             model.image_encoder.requires_grad_(True)
 
 
-def _optimise(model, p, last, schedule, batches, gen, tag: dict, report) -> list[dict]:
+def _forward(model, prompts) -> fit.ClipForward:
+    """fit's forward (rollout and loss) of `prompts`, with the pretraining loss."""
+    return fit.ClipForward(model, prompts, TINY_PRETRAIN_LOSSES)
+
+
+def _optimise(
+    model, p, last, schedule, batches: Iterable[tuple[Batch, fit.ClipForward]], gen, tag, report
+) -> list[dict]:
     """`last` steps of a one-cycle schedule `schedule` steps long over the trainable
-    parameters; `batches` yields ((images, gt, obj_to_clip), prompt recipe). At every
-    `p.val_every` steps and at the last, a record: `tag`, step, mean loss and the source
-    J&F per prompt on `val_scenes(p.seed, p.val_scenes)`."""
-    trained = [param for param in model.parameters() if param.requires_grad]
-    opt = torch.optim.AdamW(trained, lr=p.lr, weight_decay=0.01)
+    parameters, each fit's step (forward, backward, `fit.update`); `batches` yields each
+    step's batch and forward. At every `p.val_every` steps and at the last, a record: `tag`,
+    step, mean loss and the source J&F per prompt on `val_scenes(p.seed, p.val_scenes)`.
+
+    AdamW without fit's fused kernel, and a one-cycle schedule (which also cycles Adam's
+    beta1) instead of fit's warm-up and cosine: the shipped base was trained so, and
+    either change would move its weights (pretrain/dvc.lock records their md5)."""
+    opt = fit.optimizer(model, p.lr, weight_decay=0.01, fused=False)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=p.lr, total_steps=max(schedule, 2), pct_start=0.05
     )
     scenes, history, start, running = val_scenes(p.seed, p.val_scenes), [], time.time(), 0.0
-    for step, ((images, gt, owners), recipe) in enumerate(batches, start=1):
-        plan = rollout.sample_plan(images.shape[1], recipe, gen)
-        outputs = rollout.track(model, images, gt, owners, plan, recipe, gen)
-        loss = losses.clip_losses(outputs, gt, TINY_PRETRAIN_LOSSES)["total"]
-        opt.zero_grad(set_to_none=True)
+    for step, (batch, forward) in enumerate(batches, start=1):
+        plan = rollout.sample_plan(batch.frames.shape[1], forward.prompts, gen)
+        loss = forward(batch, plan, gen, float(batch.gt.shape[1]))["total"]
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        fit.update(model, opt, grad_clip=1.0)
         sched.step()
         running += float(loss.detach())
         if step % p.val_every == 0 or step == last:
