@@ -293,24 +293,19 @@ def track_video(
     each encoded alone (a batch of one), read one frame at a time, when the frame is
     tracked (so several trackers can share one frame's encoding). groups: (kind, (N_k, S, S)
     bool masks) of objects prompted on frame first_frame, each group by its kind (mask,
-    points or box; recipe: recipes.EVAL_PROMPTS). Each group's prompt frame is decoded alone, as
-    `track` decodes it; after it all N = sum N_k objects are tracked as one batch, as the
-    predictor batches a video's objects (rows stay independent; a larger batch may round
-    the last bits differently). One group is exactly `track`. Yields each frame's
-    FrameOutput (rows in group order); run it without autograd (inference or no_grad mode).
+    points or box; recipe: recipes.EVAL_PROMPTS). Each group's prompt frame is decoded
+    alone, as `track` decodes it; after it all N = sum N_k objects are tracked as one
+    batch, as the predictor batches a video's objects (rows stay independent; a larger
+    batch may round the last bits differently). One group is exactly `track`. Yields each
+    frame's FrameOutput (rows in group order); run it without autograd (inference or
+    no_grad mode).
     """
     t = num_frames - first_frame
     first = torch.cat([masks for _, masks in groups])  # (N, S, S)
     ids = torch.zeros(first.shape[0], dtype=torch.long, device=first.device)
     memory = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
-    ctx = (
-        Plan(cond_frames=(0,), kind="mask"),
-        recipe,
-        gen,
-        memory,
-        (first_frame, num_frames),
-        True,
-    )
+    plan, video = Plan(cond_frames=(0,), kind="mask"), (first_frame, num_frames)
+    ctx = (plan, recipe, gen, memory, video, True)
     reach = memory_reach(model)
     for frame, (feats, pos, sizes) in enumerate(features):
         if frame == 0:
