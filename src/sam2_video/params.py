@@ -41,7 +41,7 @@ class SyntheticParams:
         56, "videos generated for the train split (shard.tune_fraction of them: tune)", ">0"
     )
     val_videos: int = _f(
-        64, "videos generated for the validation split (evaluate scores them all)", ">0"
+        192, "videos generated for the validation split (evaluate scores them all)", ">0"
     )
     num_frames: int = _f(16, "frames per generated video", ">0")
     min_objects: int = _f(2, "fewest objects in a generated video", ">0")
