@@ -50,31 +50,17 @@ _SAM2_BASE = "https://dl.fbaipublicfiles.com/segment_anything_2/092824"
 # all four from the mirror camenduru/sam2-1-hiera (commit cdd35a45, "thanks to facebook"),
 # whose tiny digest equals Meta's. base_plus is also confirmed by Promethe-us/sam2 (commit
 # d105770b) and large by datasets/phenanthra/tmp (discussion #2).
+_SAM2_SHA256_AND_SIZE = {
+    "tiny": ("7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69", 156008466),
+    "small": ("6d1aa6f30de5c92224f8172114de081d104bbd23dd9dc5c58996f0cad5dc4d38", 184416285),
+    "base_plus": ("a2345aede8715ab1d5d31b4a509fb160c5a4af1970f199d9054ccfb746c004c5", 323606802),
+    "large": ("2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318", 898083611),
+}
 SAM2_CHECKPOINTS: dict[str, RemoteFile] = {
-    "tiny": RemoteFile(
-        url=f"{_SAM2_BASE}/sam2.1_hiera_tiny.pt",
-        filename="sam2.1_hiera_tiny.pt",
-        sha256="7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69",
-        size=156008466,
-    ),
-    "small": RemoteFile(
-        url=f"{_SAM2_BASE}/sam2.1_hiera_small.pt",
-        filename="sam2.1_hiera_small.pt",
-        sha256="6d1aa6f30de5c92224f8172114de081d104bbd23dd9dc5c58996f0cad5dc4d38",
-        size=184416285,
-    ),
-    "base_plus": RemoteFile(
-        url=f"{_SAM2_BASE}/sam2.1_hiera_base_plus.pt",
-        filename="sam2.1_hiera_base_plus.pt",
-        sha256="a2345aede8715ab1d5d31b4a509fb160c5a4af1970f199d9054ccfb746c004c5",
-        size=323606802,
-    ),
-    "large": RemoteFile(
-        url=f"{_SAM2_BASE}/sam2.1_hiera_large.pt",
-        filename="sam2.1_hiera_large.pt",
-        sha256="2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318",
-        size=898083611,
-    ),
+    name: RemoteFile(
+        f"{_SAM2_BASE}/sam2.1_hiera_{name}.pt", f"sam2.1_hiera_{name}.pt", sha, size=size
+    )
+    for name, (sha, size) in _SAM2_SHA256_AND_SIZE.items()
 }
 
 # Hydra config names inside the installed `sam2` package, for sam2.build_sam.build_sam2*.

@@ -69,14 +69,7 @@ SAM21_MOSE_LOSSES = LossRecipe(
 # The tiny base's pretraining (pretrain.py): from scratch, focal loss (whose mean is dominated
 # by background pixels) parks the model in "predict background" for thousands of steps;
 # BCE with a heavier dice term gets out of that plateau quickly
-TINY_PRETRAIN_LOSSES = LossRecipe(
-    loss_mask=20.0,
-    loss_dice=5.0,
-    loss_iou=1.0,
-    loss_object_score=1.0,
-    loss_temporal=0.0,
-    use_focal=False,
-)
+TINY_PRETRAIN_LOSSES = dataclasses.replace(SAM21_MOSE_LOSSES, loss_dice=5.0, use_focal=False)
 
 # The tiny demo's fine-tuning: SAM2.1's prompts without correction clicks, one conditioning
 # frame; its base's loss (tune a model with the loss it was trained with), with the object
@@ -86,14 +79,8 @@ TINY_LOSSES = dataclasses.replace(TINY_PRETRAIN_LOSSES, loss_object_score=10.0)
 
 # The evaluation protocol (SAM2's tools/vos_inference.py), whatever the training recipe: on
 # the first frame only, the mask, or one click at the object's centre, or the exact box; no
-# correction clicks. The caller names the kind; mask is the one drawn if a plan is sampled.
-EVAL_PROMPTS = PromptRecipe(
-    prob_mask=1.0,
-    prob_points=0.0,
-    prob_box=0.0,
-    num_pos_points=1,
-    include_center=True,
-    box_jitter=0.0,
-    num_correction_clicks=0,
-    max_cond_frames=1,
+# correction clicks, one conditioning frame (as TINY_PROMPTS). The caller names the kind;
+# mask is the one drawn if a plan is sampled.
+EVAL_PROMPTS = dataclasses.replace(
+    TINY_PROMPTS, prob_mask=1.0, prob_points=0.0, prob_box=0.0, include_center=True, box_jitter=0.0
 )
