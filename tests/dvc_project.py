@@ -19,17 +19,22 @@ def reduced_params(train_steps: int) -> dict:
     return {
         "fetch": {"synthetic": {"train_videos": 3, "val_videos": 2, "num_frames": 6}},
         "shard": {"clip_length": 4, "stride": 2, "workers": 1},
-        "train": {
-            "steps": train_steps,
-            "batch_size": 2,
-            "val_every": 2,
-            "val_clips": 1,
-            "checkpoint_every": 2,
-            "warmup_steps": 1,
-            "device": "cpu",
-        },
+        "train": quick_train(train_steps, batch_size=2),
         "evaluate": {"max_clips": 2, "prompts": ["mask", "box"], "device": "cpu"},
         "render": {"num_clips": 1},
+    }
+
+
+def quick_train(steps: int, batch_size: int) -> dict:
+    """The train section of a seconds-long CPU run: validation and checkpoints every 2 steps."""
+    return {
+        "steps": steps,
+        "batch_size": batch_size,
+        "val_every": 2,
+        "val_clips": 1,
+        "checkpoint_every": 2,
+        "warmup_steps": 1,
+        "device": "cpu",
     }
 
 

@@ -15,6 +15,10 @@ def write(tmp_path, text: str) -> Path:
     return path
 
 
+def loss_weights(t: P.TrainParams) -> tuple:
+    return (t.use_focal, t.loss_mask, t.loss_dice, t.loss_iou, t.loss_object_score)
+
+
 def test_repo_params_file_parses_and_matches_dataclass_defaults():
     # params.yaml states every default of params.py, `auto` where params.py says auto
     assert P.load_raw_params(REPO / "params.yaml") == P.Params()
@@ -95,13 +99,7 @@ def test_repo_params_resolve_to_the_tiny_demo_values():
     assert (p.model, p.fetch.checkpoint, p.train.model) == ("tiny", "tiny", "tiny")
     assert (p.train.image_size, p.shard.max_side, p.shard.clip_length) == (128, 128, 16)
     t = p.train
-    assert (t.use_focal, t.loss_mask, t.loss_dice, t.loss_iou, t.loss_object_score) == (
-        False,
-        20.0,
-        5.0,
-        1.0,
-        10.0,
-    )
+    assert loss_weights(t) == (False, 20.0, 5.0, 1.0, 10.0)
     assert (t.prob_mask, t.prob_points, t.prob_box, t.num_correction_clicks) == (0.5, 0.25, 0.25, 0)
     assert t.max_cond_frames == 1
     assert t.clip_length == 8  # SAM2's sampler; validation clips keep shard.clip_length
@@ -119,13 +117,7 @@ def test_sam21_model_switches_checkpoint_config_size_and_recipe(tmp_path):
     assert (p.train.image_size, p.shard.max_side, p.shard.clip_length) == (1024, 1024, 8)
     t = p.train
     # SAM2.1's fine-tuning recipe: focal, weights 20/1/1/1, mixed prompts, 7 correction clicks
-    assert (t.use_focal, t.loss_mask, t.loss_dice, t.loss_iou, t.loss_object_score) == (
-        True,
-        20.0,
-        1.0,
-        1.0,
-        1.0,
-    )
+    assert loss_weights(t) == (True, 20.0, 1.0, 1.0, 1.0)
     assert (t.prob_mask, t.prob_points, t.prob_box, t.num_correction_clicks) == (0.5, 0.25, 0.25, 7)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from dvc_project import REPO, copy_project, init_git, project_env, run
+from dvc_project import REPO, copy_project, init_git, project_env, quick_train, run
 from stored import write_coco
 from test_readme import fenced_block_after
 
@@ -24,15 +24,7 @@ SMALL = {
     # no train-time validation: on random weights the base (step 0) could tie the trained
     # model and be kept, and this test checks that training changed the weights
     "shard": {"workers": 1, "stride": 8, "tune_fraction": 0},
-    "train": {
-        "steps": 2,
-        "batch_size": 1,
-        "val_every": 2,
-        "val_clips": 1,
-        "checkpoint_every": 2,
-        "warmup_steps": 1,
-        "device": "cpu",
-    },
+    "train": quick_train(steps=2, batch_size=1),
     "evaluate": {"max_clips": 1, "prompts": ["mask", "points"], "device": "cpu"},
     "render": {"num_clips": 1},
 }
