@@ -111,11 +111,17 @@ def read_mode(data: dict[str, Any], read_as: str | None) -> str:
 
 
 class _Findings(list[Problem]):
-    def error(self, file: Path, field: str, message: str) -> None:
-        self.append(Problem(ERROR, file, field, message))
+    """Problems in the order found; `file` defaults to the file being checked, `path`."""
 
-    def warning(self, file: Path, field: str, message: str) -> None:
-        self.append(Problem(WARNING, file, field, message))
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def error(self, field: str, message: str, file: Path | None = None) -> None:
+        self.append(Problem(ERROR, file or self.path, field, message))
+
+    def warning(self, field: str, message: str, file: Path | None = None) -> None:
+        self.append(Problem(WARNING, file or self.path, field, message))
 
 
 @dataclass(frozen=True)
@@ -137,49 +143,47 @@ class _ImageEntry:
 # ---------------------------------------------------------------------------- top level
 
 
-def _load_coco(path: Path, found: _Findings) -> dict[str, Any] | None:
+def _load_coco(found: _Findings) -> dict[str, Any] | None:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(found.path.read_text(encoding="utf-8"))
     except (FileNotFoundError, IsADirectoryError):
-        found.error(path, "(file)", "annotation file not found: check the path")
-        return None
+        found.error("(file)", "annotation file not found: check the path")
     except UnicodeDecodeError:
-        found.error(path, "(file)", "not UTF-8 text, so not a COCO JSON")
-        return None
+        found.error("(file)", "not UTF-8 text, so not a COCO JSON")
     except json.JSONDecodeError as err:
-        found.error(path, f"line {err.lineno}", f"not valid JSON: {err.msg} (column {err.colno})")
-        return None
-    return data if _coco_lists(data, path, found) else None
+        found.error(f"line {err.lineno}", f"not valid JSON: {err.msg} (column {err.colno})")
+    else:
+        return data if _coco_lists(data, found) else None
+    return None
 
 
-def _coco_lists(data: Any, path: Path, found: _Findings) -> bool:
+def _coco_lists(data: Any, found: _Findings) -> bool:
     """Whether `data` is an object with the COCO top-level lists (else reported)."""
+    keys = ", ".join(COCO_KEYS)
     if not isinstance(data, dict):
         found.error(
-            path,
             "(top level)",
-            f"not a COCO JSON: the top level is a "
-            f"{type(data).__name__}, expected an object with {', '.join(COCO_KEYS)}",
+            f"not a COCO JSON: the top level is a {type(data).__name__}, expected an object "
+            f"with {keys}",
         )
         return False
     for key in COCO_KEYS:
         if not isinstance(data.get(key), list):
             found.error(
-                path,
                 key,
-                "not a COCO JSON: this top-level list is missing "
-                f"(a COCO JSON has {', '.join(COCO_KEYS)}, each a list)",
+                f"not a COCO JSON: this top-level list is missing (a COCO JSON has {keys}, "
+                "each a list)",
             )
     return all(isinstance(data.get(key), list) for key in COCO_KEYS)
 
 
-def _lint_categories(categories: list[Any], path: Path, found: _Findings) -> set[int]:
+def _lint_categories(categories: list[Any], found: _Findings) -> set[int]:
     ids: set[int] = set()
     for index, cat in enumerate(categories):
         if not isinstance(cat, dict) or not is_int(cat.get("id")):
-            found.error(path, f"categories[{index}].id", "missing or not an int")
+            found.error(f"categories[{index}].id", "missing or not an int")
         elif cat["id"] in ids:
-            found.error(path, f"categories[id={cat['id']}].id", "duplicate category id")
+            found.error(f"categories[id={cat['id']}].id", "duplicate category id")
         else:
             ids.add(cat["id"])
     return ids
@@ -197,15 +201,14 @@ def _file_name_problem(name: Any) -> str | None:
     return None
 
 
-def _image_order(image: Mapping[str, Any], where: str, path: Path, found: _Findings):
+def _image_order(image: Mapping[str, Any], where: str, found: _Findings) -> int | None:
     for key in ORDER_FIELDS:
         if key in image:
             if is_int(image[key]):
                 return image[key]
-            found.error(path, f"{where}.{key}", f"is {image[key]!r}, expected an int")
+            found.error(f"{where}.{key}", f"is {image[key]!r}, expected an int")
             return None
     found.error(
-        path,
         f"{where}.{ORDER_FIELDS[0]}",
         f"no frame order in a video dataset: add one of {', '.join(ORDER_FIELDS)}",
     )
@@ -213,49 +216,47 @@ def _image_order(image: Mapping[str, Any], where: str, path: Path, found: _Findi
 
 
 def _image_entry(
-    image: dict[str, Any], path: Path, found: _Findings, mode: str, single: dict[int, int]
+    image: dict[str, Any], found: _Findings, mode: str, single: dict[int, int]
 ) -> _ImageEntry:
     where = f"images[id={image['id']}]"
     name_problem = _file_name_problem(image.get("file_name"))
     if name_problem:
-        found.error(path, f"{where}.file_name", name_problem)
+        found.error(f"{where}.file_name", name_problem)
     dims = {}
     for key in ("height", "width"):
         dims[key] = image.get(key) if is_int(image.get(key)) and image[key] > 0 else None
         if dims[key] is None:
-            found.error(path, f"{where}.{key}", "missing or not a positive int")
+            found.error(f"{where}.{key}", "missing or not a positive int")
     video_id, order = (image.get("video_id") if mode == VIDEO else None), None
     if mode == SINGLE_VIDEO:
-        video_id, order = path.stem, single.get(image["id"])
+        video_id, order = found.path.stem, single.get(image["id"])
     elif mode == VIDEO and not isinstance(video_id, int | str):
         found.error(
-            path,
             f"{where}.video_id",
             "missing or not an int/string: a video dataset gives every frame its video_id "
             "(images without video ids are static images: use the coco_images source)",
         )
         video_id = None
     elif mode == VIDEO:
-        order = _image_order(image, where, path, found)
+        order = _image_order(image, where, found)
     file_name = None if name_problem else image["file_name"]
     return _ImageEntry(image["id"], file_name, dims["height"], dims["width"], video_id, order)
 
 
-def _lint_images(images: list[Any], path: Path, found: _Findings, mode: str):
+def _lint_images(images: list[Any], found: _Findings, mode: str) -> dict[int, _ImageEntry]:
     """image id -> entry; broken entries are reported, duplicates after the first dropped."""
     single = single_video_order(images) if mode == SINGLE_VIDEO else {}
     entries: dict[int, _ImageEntry] = {}
     for index, image in enumerate(images):
         if not isinstance(image, dict) or not is_int(image.get("id")):
-            found.error(path, f"images[{index}].id", "entry is not an object with an int 'id'")
+            found.error(f"images[{index}].id", "entry is not an object with an int 'id'")
         elif image["id"] in entries:
             found.error(
-                path,
                 f"images[id={image['id']}].id",
                 f"duplicate image id (again at images[{index}]): give every image its own id",
             )
         else:
-            entries[image["id"]] = _image_entry(image, path, found, mode, single)
+            entries[image["id"]] = _image_entry(image, found, mode, single)
     return entries
 
 
@@ -269,10 +270,6 @@ class _Instance:
     area: int | None  # pixels; None when the segmentation is broken
 
 
-def _annotation_where(ann: Any, index: int) -> str:
-    return f"annotations[id={ann['id']}]" if is_int(ann.get("id")) else f"annotations[{index}]"
-
-
 def _segmentation_area(segm: Any, height: int, width: int) -> int:
     """Pixel count of a structurally valid segmentation (RLE area needs no decode)."""
     if isinstance(segm, list):
@@ -284,7 +281,7 @@ def _segmentation_area(segm: Any, height: int, width: int) -> int:
 
 
 def _lint_segmentation(
-    ann: dict[str, Any], image: _ImageEntry, where: str, path: Path, found: _Findings
+    ann: dict[str, Any], image: _ImageEntry, where: str, found: _Findings
 ) -> int | None:
     """The annotation's area, or None (reported) when its segmentation is unusable."""
     if image.height is None or image.width is None:
@@ -297,13 +294,13 @@ def _lint_segmentation(
         except ValueError as err:
             problem = str(err).removeprefix("field 'segmentation': ")
     if problem:
-        found.error(path, f"{where}.segmentation", problem)
+        found.error(f"{where}.segmentation", problem)
         return None
     return _segmentation_area(segm, image.height, image.width)
 
 
 def _annotation_object(
-    ann: dict[str, Any], use_tracks: bool, where: str, path: Path, found: _Findings
+    ann: dict[str, Any], use_tracks: bool, where: str, found: _Findings
 ) -> int | None:
     if not use_tracks:
         return ann.get("category_id") if is_int(ann.get("category_id")) else None
@@ -311,7 +308,6 @@ def _annotation_object(
     if not is_int(track):
         state = "missing" if track is None else f"is {track!r}"
         found.error(
-            path,
             f"{where}.track_id",
             f"{state}, while other annotations carry integer track ids (track_id/instance_id/"
             "attributes.track_id): give every annotation one, or none to use categories",
@@ -321,44 +317,36 @@ def _annotation_object(
 
 
 def _lint_annotation_fields(
-    ann: dict[str, Any],
-    where: str,
-    images: Mapping[int, _ImageEntry],
-    cats: set[int],
-    path: Path,
-    found: _Findings,
+    ann: dict[str, Any], where: str, images: Mapping[int, _ImageEntry], cats: set[int], found
 ) -> bool:
     """Report bad ids / iscrowd; False when the annotation's image is unknown."""
     if ann.get("category_id") not in cats:
         found.error(
-            path,
             f"{where}.category_id",
             f"{ann.get('category_id')!r} is not a category id in 'categories'",
         )
     if ann.get("iscrowd", 0) not in (0, 1):
-        found.error(path, f"{where}.iscrowd", f"is {ann['iscrowd']!r}, expected 0 or 1")
+        found.error(f"{where}.iscrowd", f"is {ann['iscrowd']!r}, expected 0 or 1")
     if ann.get("image_id") not in images:
         found.error(
-            path,
             f"{where}.image_id",
-            f"{ann.get('image_id')!r} is not an image id in "
-            "'images': the annotation belongs to no image",
+            f"{ann.get('image_id')!r} is not an image id in 'images': the annotation belongs to "
+            "no image",
         )
         return False
     return True
 
 
-def _lint_annotation_id(ann: dict[str, Any], where: str, seen_ids: set, read_as, path, found):
+def _lint_annotation_id(ann: dict[str, Any], where: str, seen_ids: set, read_as, found) -> None:
     if not is_int(ann.get("id")):
         report = found.error if read_as == IMAGES else found.warning
         report(
-            path,
             f"{where}.id",
-            "missing or not an int: COCO gives every annotation a "
-            "unique int id (the static-image source needs it)",
+            "missing or not an int: COCO gives every annotation a unique int id (the "
+            "static-image source needs it)",
         )
     elif ann["id"] in seen_ids:
-        found.error(path, f"{where}.id", "duplicate annotation id")
+        found.error(f"{where}.id", "duplicate annotation id")
     seen_ids.add(ann.get("id"))
 
 
@@ -366,7 +354,6 @@ def _lint_annotations(
     annotations: list[Any],
     images: Mapping[int, _ImageEntry],
     cats: set[int],
-    path: Path,
     found: _Findings,
     read_as: str | None,
 ) -> tuple[list[_Instance], bool]:
@@ -379,20 +366,20 @@ def _lint_annotations(
     maskless: list[str] = []
     for index, ann in enumerate(annotations):
         if not isinstance(ann, dict):
-            found.error(path, f"annotations[{index}]", "entry is not an object")
+            found.error(f"annotations[{index}]", "entry is not an object")
             continue
-        where = _annotation_where(ann, index)
-        _lint_annotation_id(ann, where, seen_ids, read_as, path, found)
-        if not _lint_annotation_fields(ann, where, images, cats, path, found):
+        where = f"annotations[id={ann['id']}]" if is_int(ann.get("id")) else f"annotations[{index}]"
+        _lint_annotation_id(ann, where, seen_ids, read_as, found)
+        if not _lint_annotation_fields(ann, where, images, cats, found):
             continue
         if not has_mask(ann):
             maskless.append(where.removeprefix("annotations"))
             continue
-        area = _lint_segmentation(ann, images[ann["image_id"]], where, path, found)
-        object_id = _annotation_object(ann, use_tracks, where, path, found)
+        area = _lint_segmentation(ann, images[ann["image_id"]], where, found)
+        object_id = _annotation_object(ann, use_tracks, where, found)
         instances.append(_Instance(ann["image_id"], object_id, area))
     if maskless:
-        found.warning(path, "annotations", skipped_message(maskless))
+        found.warning("annotations", skipped_message(maskless))
     return instances, use_tracks
 
 
@@ -408,31 +395,23 @@ def skipped_message(where: list[str]) -> str:
 # ---------------------------------------------------------------------------- videos, objects
 
 
-def _lint_video_frames(
-    video_id: Any, frames: list[_ImageEntry], path: Path, found: _Findings
-) -> None:
+def _lint_video_frames(video_id: Any, frames: list[_ImageEntry], found: _Findings) -> None:
     first_with: dict[int, int] = {}
     for entry in frames:
         if entry.order is None:
             continue
         if entry.order in first_with:
             found.error(
-                path,
                 f"{entry.where}.{ORDER_FIELDS[0]}",
-                f"frame order {entry.order} "
-                f"appears twice in video {video_id!r} (also image id="
-                f"{first_with[entry.order]}): give each frame a distinct order",
+                f"frame order {entry.order} appears twice in video {video_id!r} (also image "
+                f"id={first_with[entry.order]}): give each frame a distinct order",
             )
         else:
             first_with[entry.order] = entry.id
 
 
 def _lint_tracks(
-    video_id: Any,
-    frames: list[_ImageEntry],
-    by_image: Mapping[int, list[_Instance]],
-    path: Path,
-    found: _Findings,
+    video_id: Any, frames: list[_ImageEntry], by_image: Mapping[int, list[_Instance]], found
 ) -> None:
     """Warn about tracks whose masks are all empty or that are on a single frame."""
     track_frames: dict[int, set[int]] = defaultdict(set)
@@ -444,21 +423,17 @@ def _lint_tracks(
             if inst.area > 0:
                 frames_of.add(entry.id)
     for track, image_ids in sorted(track_frames.items()):
-        where = f"annotations[track_id={track}]"
+        where, track_of = f"annotations[track_id={track}]", f"track {track} of video {video_id!r}"
         if not image_ids:
             found.warning(
-                path,
                 where,
-                f"track {track} of video {video_id!r} is empty: all its "
-                "masks have zero area; drop it or fix its masks",
+                f"{track_of} is empty: all its masks have zero area; drop it or fix its masks",
             )
         elif len(image_ids) == 1:
             found.warning(
-                path,
                 where,
-                f"track {track} of video {video_id!r} is on a single "
-                f"frame (image id={min(image_ids)}): nothing to track; check its "
-                "track_id",
+                f"{track_of} is on a single frame (image id={min(image_ids)}): nothing to track; "
+                "check its track_id",
             )
 
 
@@ -471,7 +446,6 @@ def _lint_videos(
     by_image: Mapping[int, list[_Instance]],
     use_tracks: bool,
     clip_length: int | None,
-    path: Path,
     found: _Findings,
 ) -> None:
     videos: dict[Any, list[_ImageEntry]] = defaultdict(list)
@@ -479,38 +453,20 @@ def _lint_videos(
         if entry.video_id is not None:
             videos[entry.video_id].append(entry)
     for video_id, frames in videos.items():
-        _lint_video_frames(video_id, frames, path, found)
+        _lint_video_frames(video_id, frames, found)
         where = f"images[video_id={video_id}]"
         if clip_length is not None and len(frames) < clip_length:
             found.warning(
-                path,
                 where,
-                f"video has {len(frames)} frame(s), fewer than "
-                f"clip_length {clip_length}: it yields no clips",
+                f"video has {len(frames)} frame(s), fewer than clip_length {clip_length}: it "
+                "yields no clips",
             )
         if not any(_has_object(entry.id, by_image) for entry in frames):
             found.warning(
-                path,
-                where,
-                "no frame of this video has an object (non-empty mask): it yields no clips",
+                where, "no frame of this video has an object (non-empty mask): it yields no clips"
             )
         if use_tracks:
-            _lint_tracks(video_id, frames, by_image, path, found)
-
-
-def _lint_static_images(
-    entries: Iterable[_ImageEntry],
-    by_image: Mapping[int, list[_Instance]],
-    path: Path,
-    found: _Findings,
-) -> None:
-    for entry in entries:
-        if not _has_object(entry.id, by_image):
-            found.warning(
-                path,
-                entry.where,
-                "image has no object (no annotation with a non-empty mask): it yields no clip",
-            )
+            _lint_tracks(video_id, frames, by_image, found)
 
 
 # ---------------------------------------------------------------------------- image files
@@ -542,9 +498,9 @@ def _image_file_problem(entry: _ImageEntry, path: Path) -> tuple[str, str] | Non
 def _lint_image_files(entries: Iterable[_ImageEntry], image_dir: Path, found: _Findings) -> None:
     if not image_dir.is_dir():
         found.error(
-            image_dir,
             "(image dir)",
             "image dir not found: pass the folder that the images' file_name paths are relative to",
+            image_dir,
         )
         return
     named = [entry for entry in entries if entry.file_name is not None]
@@ -553,39 +509,41 @@ def _lint_image_files(entries: Iterable[_ImageEntry], image_dir: Path, found: _F
         results = pool.map(_image_file_problem, named, paths)
         for entry, file, result in zip(named, paths, results, strict=True):
             if result is not None:
-                found.error(file, f"{entry.where}.{result[0]}", result[1])
+                found.error(f"{entry.where}.{result[0]}", result[1], file)
 
 
 # ---------------------------------------------------------------------------- entry point
 
 
 def _lint_json(
-    data: dict[str, Any], path: Path, read_as: str | None, clip_length: int | None, found
+    data: dict[str, Any], read_as: str | None, clip_length: int | None, found: _Findings
 ) -> dict[int, _ImageEntry]:
     """Report every JSON problem (categories, images, annotations, then per video / per
     image); the usable image entries."""
-    cats = _lint_categories(data["categories"], path, found)
-    mode = read_mode(data, read_as)
-    entries = _lint_images(data["images"], path, found, mode)
-    instances, use_tracks = _lint_annotations(
-        data["annotations"], entries, cats, path, found, read_as
-    )
+    cats = _lint_categories(data["categories"], found)
+    entries = _lint_images(data["images"], found, read_mode(data, read_as))
+    instances, use_tracks = _lint_annotations(data["annotations"], entries, cats, found, read_as)
     by_image: dict[int, list[_Instance]] = defaultdict(list)
     for inst in instances:
         by_image[inst.image_id].append(inst)
     if any(entry.video_id is not None for entry in entries.values()):
-        _lint_videos(entries.values(), by_image, use_tracks, clip_length, path, found)
+        _lint_videos(entries.values(), by_image, use_tracks, clip_length, found)
     else:
-        _lint_static_images(entries.values(), by_image, path, found)
+        for entry in entries.values():
+            if not _has_object(entry.id, by_image):
+                found.warning(
+                    entry.where,
+                    "image has no object (no annotation with a non-empty mask): it yields no clip",
+                )
     return entries
 
 
 def raise_first_error(data: Any, path: Path, read_as: str) -> list[Problem]:
     """What a loader runs: ValueError with the first error line of the checks above;
     without errors, the warnings (what the loader skips, what yields no clip)."""
-    found = _Findings()
-    if _coco_lists(data, path, found):
-        _lint_json(data, path, read_as, None, found)
+    found = _Findings(path)
+    if _coco_lists(data, found):
+        _lint_json(data, read_as, None, found)
     for problem in found:
         if problem.severity == ERROR:
             raise ValueError(str(problem))
@@ -601,14 +559,13 @@ def check_coco_dataset(
     files are found; read_images=False skips them). clip_length: warn about videos with
     fewer frames. Never raises for bad data.
     """
-    ann_path, image_dir = Path(ann_path), Path(image_dir)
-    found = _Findings()
-    data = _load_coco(ann_path, found)
+    found = _Findings(Path(ann_path))
+    data = _load_coco(found)
     if data is None:
         return list(found)
-    entries = _lint_json(data, ann_path, None, clip_length, found)
+    entries = _lint_json(data, None, clip_length, found)
     if read_images:
-        _lint_image_files(entries.values(), image_dir, found)
+        _lint_image_files(entries.values(), Path(image_dir), found)
     return list(found)
 
 
@@ -639,10 +596,10 @@ def _lint_folder_video(video: Any, where: str, clip_length: int | None, found: _
     source = getattr(video, "source", video.frame_path(0) if video.num_frames else None)
     if clip_length is not None and video.num_frames < clip_length:
         found.warning(
-            source,
             where,
             f"video has {video.num_frames} (annotated) frame(s), fewer than clip_length "
             f"{clip_length}: it yields no clips",
+            source,
         )
     has_object = False
     for index in range(video.num_frames):
@@ -652,7 +609,7 @@ def _lint_folder_video(video: Any, where: str, clip_length: int | None, found: _
             found.append(_loader_error(err, source, f"{where}.frame[{index}]"))
             return
     if video.num_frames and not has_object:
-        found.warning(source, where, "no frame of this video has an object: it yields no clips")
+        found.warning(where, "no frame of this video has an object: it yields no clips", source)
 
 
 def is_sav_layout(root: Path) -> bool:
@@ -663,13 +620,14 @@ def is_sav_layout(root: Path) -> bool:
 def check_folder_dataset(root: Path, *, clip_length: int | None = None) -> list[Problem]:
     """Every problem of an SA-V or DAVIS folder dataset (each video loaded, each frame's
     masks decoded), as check_coco_dataset reports them. Never raises for bad data."""
-    root, found = Path(root), _Findings()
+    root = Path(root)
     layout = "sav" if is_sav_layout(root) else "davis"
     try:
         frames = sav.frame_root(root) if layout == "sav" else root / "JPEGImages"
         names = sorted(p.name for p in frames.iterdir() if p.is_dir())
     except OSError as err:
         return [Problem(ERROR, root, "(folder)", f"{layout} layout: {err}")]
+    found = _Findings(frames)
     for name in names:
         where = f"(video {name})"
         try:
@@ -682,5 +640,5 @@ def check_folder_dataset(root: Path, *, clip_length: int | None = None) -> list[
             continue
         _lint_folder_video(video, where, clip_length, found)
     if not names:
-        found.error(frames, "(folder)", "no video folders")
+        found.error("(folder)", "no video folders")
     return list(found)
