@@ -1,8 +1,8 @@
 """The `sam2-video` console script: one small function pair per subcommand, one table.
 
 To add a subcommand, write `_add_<name>_arguments(parser)` and `_run_<name>(args) -> int`
-and add a `Subcommand` row to `SUBCOMMANDS`. Library imports happen inside `_run_*` so
-that `sam2-video --help` stays fast (no torch import for `score`).
+(its docstring is the command's help) and add a row to `SUBCOMMANDS`. Library imports happen
+inside `_run_*` so that `sam2-video --help` stays fast (no torch import for `score`).
 
 Errors a user can fix (ValueError, OSError such as FileNotFoundError) print
 `sam2-video <command>: error: <message>` on stderr and exit 2; argparse usage errors exit 2
@@ -15,7 +15,6 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +22,6 @@ import numpy as np
 
 PROG = "sam2-video"
 USER_ERROR_EXIT = 2
-
-
-@dataclass(frozen=True)
-class Subcommand:
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int]
-
-
-# ---- score -------------------------------------------------------------------------------
 
 
 def _add_score_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,6 +54,7 @@ def format_score_table(result: dict[str, Any]) -> str:
 
 
 def _run_score(args: argparse.Namespace) -> int:
+    """J / F / J&F / Dice of DAVIS-format predictions against DAVIS-format ground truth"""
     from sam2_video.evaluate.score import score_davis_folders, write_davis_csv
     from sam2_video.files import write_json_atomic
 
@@ -87,9 +77,6 @@ def _run_score(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---- table -------------------------------------------------------------------------------
-
-
 def _add_params_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--file",
@@ -100,6 +87,7 @@ def _add_params_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_params(args: argparse.Namespace) -> int:
+    """print every parameter with type, default and meaning; validate params.yaml"""
     from sam2_video import params
 
     values, written = {}, {}
@@ -138,6 +126,8 @@ def _add_export_davis_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_export_davis(args: argparse.Namespace) -> int:
+    """write the clips of a shard split as DAVIS folders (the stored JPEG files as
+    they are, other frames as JPEG; palette PNGs)"""
     from sam2_video.data.davis import write_davis_clip
     from sam2_video.data.shards import ShardReader
 
@@ -175,6 +165,7 @@ def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    """track the objects of a first-frame mask through a folder of frames"""
     from sam2_video.data.davis import (
         masks_to_index_map,
         read_davis_frames,
@@ -254,6 +245,8 @@ def _add_parity_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_parity(args: argparse.Namespace) -> int:
+    """per-object J of our inference vs SAM2VideoPredictor built as SAM2's
+    vos_inference.py builds it, on the validation clips (exit 1 above the tolerance)"""
     from sam2_video.data.shards import ShardReader
     from sam2_video.evaluate.parity import compare_clips, vos_inference_predictor
     from sam2_video.evaluate.run import load_model
@@ -302,6 +295,8 @@ def _add_check_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_check(args: argparse.Namespace) -> int:
+    """lint a dataset (COCO JSON, SA-V or DAVIS folder): every problem as
+    file:field: severity: message (exit 1 on errors, 0 with only warnings)"""
     from sam2_video.data.sources import validate
 
     if args.ann_json.is_dir():
@@ -342,11 +337,11 @@ def _add_repro_check_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_repro_check(args: argparse.Namespace) -> int:
+    """after `dvc repro`: data outputs hash-equal to the committed dvc.lock, metrics
+    within a tolerance, nothing left to run (exit 1 on problems)"""
     from sam2_video.repro_check import check_reproduction
 
-    per_metric = None
-    if args.tolerances is not None:
-        per_metric = json.loads(args.tolerances.read_text())
+    per_metric = None if args.tolerances is None else json.loads(args.tolerances.read_text())
     problems = check_reproduction(
         args.repo_dir, args.tolerance, ref=args.ref, per_metric=per_metric
     )
@@ -358,9 +353,6 @@ def _run_repro_check(args: argparse.Namespace) -> int:
     )
     print(f"repro-check against {args.ref} ({rule}): {verdict}")
     return 1 if problems else 0
-
-
-# ---- compare -----------------------------------------------------------------------------
 
 
 def _add_compare_arguments(parser: argparse.ArgumentParser) -> None:
@@ -378,6 +370,8 @@ def _add_compare_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
+    """A vs B (experiments, or groups of them such as seeds) by their per-object J&F: the
+    paired difference, its 95% interval (bootstrap over videos) and whether it is resolved"""
     from sam2_video.evaluate.experiments import compare
 
     a, b = args.a.split(","), args.b.split(",")
@@ -391,53 +385,16 @@ def _run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS: dict[str, Subcommand] = {
-    "check": Subcommand(
-        help="lint a dataset (COCO JSON, SA-V or DAVIS folder): every problem as "
-        "file:field: severity: message (exit 1 on errors, 0 with only warnings)",
-        add_arguments=_add_check_arguments,
-        run=_run_check,
-    ),
-    "score": Subcommand(
-        help="J / F / J&F / Dice of DAVIS-format predictions against DAVIS-format ground truth",
-        add_arguments=_add_score_arguments,
-        run=_run_score,
-    ),
-    "params": Subcommand(
-        help="print every parameter with type, default and meaning; validate params.yaml",
-        add_arguments=_add_params_arguments,
-        run=_run_params,
-    ),
-    "export-davis": Subcommand(
-        help="write the clips of a shard split as DAVIS folders (the stored JPEG files as "
-        "they are, other frames as JPEG; palette PNGs)",
-        add_arguments=_add_export_davis_arguments,
-        run=_run_export_davis,
-    ),
-    "predict": Subcommand(
-        help="track the objects of a first-frame mask through a folder of frames",
-        add_arguments=_add_predict_arguments,
-        run=_run_predict,
-    ),
-    "parity": Subcommand(
-        help="per-object J of our inference vs SAM2VideoPredictor built as SAM2's "
-        "vos_inference.py builds it, on the validation clips (exit 1 above the tolerance)",
-        add_arguments=_add_parity_arguments,
-        run=_run_parity,
-    ),
-    "compare": Subcommand(
-        help="A vs B (experiments, or groups of them such as seeds) by their per-object "
-        "J&F: the paired difference, its 95%% interval (bootstrap over videos) and whether "
-        "it is resolved",
-        add_arguments=_add_compare_arguments,
-        run=_run_compare,
-    ),
-    "repro-check": Subcommand(
-        help="after `dvc repro`: data outputs hash-equal to the committed dvc.lock, metrics "
-        "within a tolerance, nothing left to run (exit 1 on problems)",
-        add_arguments=_add_repro_check_arguments,
-        run=_run_repro_check,
-    ),
+# name -> (add its arguments to a parser, run it); the run function's docstring is its help
+SUBCOMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[..., int]]] = {
+    "check": (_add_check_arguments, _run_check),
+    "score": (_add_score_arguments, _run_score),
+    "params": (_add_params_arguments, _run_params),
+    "export-davis": (_add_export_davis_arguments, _run_export_davis),
+    "predict": (_add_predict_arguments, _run_predict),
+    "parity": (_add_parity_arguments, _run_parity),
+    "compare": (_add_compare_arguments, _run_compare),
+    "repro-check": (_add_repro_check_arguments, _run_repro_check),
 }
 
 
@@ -446,9 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, description="Fine-tune and score SAM2 on video clips: user tools."
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, subcommand in SUBCOMMANDS.items():
-        sub = subparsers.add_parser(name, help=subcommand.help, description=subcommand.help)
-        subcommand.add_arguments(sub)
+    for name, (add_arguments, run) in SUBCOMMANDS.items():
+        text = " ".join((run.__doc__ or "").split()).replace("%", "%%")  # argparse %-formats it
+        add_arguments(subparsers.add_parser(name, help=text, description=text))
     return parser
 
 
@@ -460,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:  # --help (0) or a usage error (2): return, don't exit
         return exit_.code if isinstance(exit_.code, int) else USER_ERROR_EXIT
     try:
-        return SUBCOMMANDS[args.command].run(args)
+        return SUBCOMMANDS[args.command][1](args)
     except (ValueError, OSError) as err:
         print(f"{PROG} {args.command}: error: {err}", file=sys.stderr)
         return USER_ERROR_EXIT
