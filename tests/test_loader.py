@@ -3,9 +3,9 @@ import torch
 from PIL import Image
 from sam2.utils.misc import _load_img_as_tensor
 
+from sam2_video.data import transforms
 from sam2_video.data.clips import Clip
 from sam2_video.data.loader import batch_indices, collate
-from sam2_video.model import transforms
 
 
 def test_one_epoch_of_steps_visits_every_clip_once():

@@ -10,11 +10,11 @@ import torch
 from PIL import Image
 
 from sam2_video.data.sources import synthetic
+from sam2_video.data.transforms import frames_to_model_input, masks_to_model_size
 from sam2_video.evaluate import metrics
 from sam2_video.evaluate.predict import non_overlapping_masks, object_prompts, predict_masks
 from sam2_video.model import build, feature_cache, prompts, rollout
 from sam2_video.model.recipes import EVAL_PROMPTS
-from sam2_video.model.transforms import frames_to_model_input, masks_to_model_size
 
 
 @pytest.fixture(scope="module")

@@ -27,11 +27,12 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from sam2_video.data import transforms
 from sam2_video.data.loader import Batch, StepBatches, TrainingSources
 from sam2_video.evaluate import metrics
 from sam2_video.evaluate.predict import predict_clip
 from sam2_video.files import atomic_path, sha256_bytes
-from sam2_video.model import build, feature_cache, losses, rollout, transforms
+from sam2_video.model import build, feature_cache, losses, rollout
 from sam2_video.model.recipes import LossRecipe, PromptRecipe
 from sam2_video.params import Params, TrainParams, to_dict
 

@@ -23,12 +23,13 @@ import numpy as np
 import torch
 
 from sam2_video import fit
+from sam2_video.data import transforms
 from sam2_video.data.loader import Batch
 from sam2_video.data.sources.synthetic import DOMAINS, render_scene
 from sam2_video.evaluate import metrics
 from sam2_video.evaluate.predict import object_prompts, predict_masks
 from sam2_video.files import write_json_atomic
-from sam2_video.model import build, rollout, transforms
+from sam2_video.model import build, rollout
 from sam2_video.model.recipes import TINY_PRETRAIN_LOSSES
 from sam2_video.params import PretrainParams
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from sam2_video.data.clips import Clip
-from sam2_video.model.transforms import masks_to_model_size, resize_frames
+from sam2_video.data.transforms import masks_to_model_size, resize_frames
 
 
 class TrainingSources(Protocol):

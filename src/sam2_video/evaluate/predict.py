@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from sam2_video.data.clips import Clip
+from sam2_video.data.transforms import frames_to_model_input, masks_to_model_size
 from sam2_video.model import feature_cache, rollout
 from sam2_video.model.recipes import EVAL_PROMPTS
-from sam2_video.model.transforms import frames_to_model_input, masks_to_model_size
 
 NO_OBJECT_LOGIT = -1024.0  # SAM2's NO_OBJ_SCORE: what the predictor holds for an untracked object
 LOW_RES_STRIDE = 4  # SAM2's mask decoder predicts at image_size / 4
