@@ -3,7 +3,8 @@
 Runs in pretrain/ after the `pretrain` stage: reads tiny_video.pt and the recipe in
 params.yaml, writes the shipped base, src/sam2_video/model/weights/tiny_base.pt (float16,
 tracked by git and recorded in pretrain/dvc.lock), and metrics.json (source-domain J&F per
-prompt at each validation). A run that ends below `min_source_jf` writes nothing and fails.
+prompt at each validation). A run that ends below `min_source_jf` with any prompt (mask,
+points or box) writes nothing and fails.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 
 from sam2_video import pretrain
 from sam2_video.errors import run_stage
-from sam2_video.model import build
+from sam2_video.model import build, rollout
 from sam2_video.params import load_pretrain_params
 
 PARAMS, METRICS, START = Path("params.yaml"), Path("metrics.json"), Path("tiny_video.pt")
@@ -30,7 +31,8 @@ def main() -> None:
     model = build.build_model(build.load_model_config("tiny"))
     build.load_checkpoint(model, START)
     history = pretrain.joint(model, p, report=lambda r: print(json.dumps(r), flush=True))
-    final = pretrain.finish(model, history, p, WEIGHTS, METRICS, PARAMS)
+    kinds = rollout.PROMPT_KINDS  # the joint stage teaches clicks and boxes: all three gated
+    final = pretrain.finish(model, history, p, WEIGHTS, METRICS, PARAMS, kinds)
     print(f"joint: wrote {WEIGHTS} ({WEIGHTS.stat().st_size / 1e6:.1f} MB), {final}")
 
 

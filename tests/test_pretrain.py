@@ -17,6 +17,7 @@ import yaml
 
 from sam2_video import pretrain
 from sam2_video.model import build
+from sam2_video.model.rollout import PROMPT_KINDS
 from sam2_video.params import PretrainParams, load_pretrain_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,3 +158,23 @@ def test_stages_write_loadable_half_weights_and_metrics(tmp_path):
         metrics = json.loads((tmp_path / "pretrain" / name).read_text())
         assert metrics["final"]["step"] == 2 and metrics["history"] == [metrics["final"]]
         assert metrics["final"].get("stage") == stage
+
+
+def test_joint_stage_gate_rejects_a_base_that_ignores_clicks(tmp_path):
+    """Seed 1's joint stage ended at mask 0.807, points 0.202, box 0.623 (docs/tiny_base.md):
+    gated on the mask alone it passes, gated on every prompt kind it writes nothing."""
+    p = dataclasses.replace(QUICK, min_source_jf=0.5)
+    final = {
+        "step": 800,
+        "source_jf_mask": 0.807,
+        "source_jf_points": 0.202,
+        "source_jf_box": 0.623,
+    }
+    model = build.build_model(build.load_model_config("tiny"))
+    weights, metrics = tmp_path / "base.pt", tmp_path / "metrics.json"
+    pretrain.finish(model, [final], p, weights, metrics, Path("params.yaml"))
+    assert weights.is_file() and metrics.is_file()
+    weights.unlink(), metrics.unlink()
+    with pytest.raises(ValueError, match=r"params.yaml: .* 0\.202 \(points prompt\) at step 800"):
+        pretrain.finish(model, [final], p, weights, metrics, Path("params.yaml"), PROMPT_KINDS)
+    assert not weights.exists() and not metrics.exists()

@@ -315,7 +315,7 @@ class PretrainParams:
     val_scenes: int = _f(8, "rendered source-domain videos scored", ">0")
     min_source_jf: float = _f(
         0.5,
-        "least source-domain J&F (mask prompt) at the end; below it no weights are written",
+        "least source-domain J&F at the end (mask; after joint also points, box), else no weights",
         "0..1",
     )
 
