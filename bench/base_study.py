@@ -5,7 +5,8 @@
 clone of this checkout's HEAD; a base already in DIR/bases is reused; `--shipped` takes
 the shipped tiny base, the `pretrain.seed: 0` file the joint stage wrote, as seed 0's), then
 runs the default pipeline on every base with every fine-tuning `--seeds`
-(`dvc exp run -S seed=S -S fetch.checkpoint=BASE` in a second clone) and prints one table:
+(`dvc exp run -S seed=S -S fetch.checkpoint=BASE`, plus each `--set KEY=VALUE`, in a
+second clone) and prints one table:
 per run, the base's J&F on the target domain (mask prompt), the gain of each prompt kind
 with its 95 % interval, the best step and the tune split's J&F at each validation step;
 then the mean gains and the runs with a negative mask gain. Results go to
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -60,12 +62,14 @@ def build_base(work: Path, seed: int, shipped: bool) -> Path:
     return base
 
 
-def fine_tune(work: Path, base: Path, seed: int) -> dict:
-    """The default pipeline on `base` with fine-tuning seed `seed`: its headline metrics
-    (its per-object J&F kept as work/per_object/<base>-<seed>.json)."""
+def fine_tune(work: Path, base: Path, seed: int, changes: tuple[str, ...] = ()) -> dict:
+    """The default pipeline on `base` with fine-tuning seed `seed` and the params `changes`
+    (KEY=VALUE): its headline metrics (its per-object J&F kept as
+    work/per_object/<base>-<seed>.json)."""
     repo = clone(work / "runs")
     env = f"PYTHONPATH={repo / 'src'}"
-    cmd = f"{env} dvc exp run -S seed={seed} -S fetch.checkpoint={base}"
+    sets = "".join(f" -S {shlex.quote(change)}" for change in changes)
+    cmd = f"{env} dvc exp run -S seed={seed} -S fetch.checkpoint={base}{sets}"
     run(["bash", "-c", cmd], repo, work / "runs.log")
     metrics = json.loads((repo / "metrics" / "eval.json").read_text())
     kept = work / "per_object" / f"{base.stem}-{seed}.json"
@@ -139,6 +143,15 @@ def main() -> None:
     parser.add_argument("--pretrain-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--shipped", action="store_true", help="seed 0's base: the shipped file")
+    parser.add_argument(
+        "--set",
+        dest="changes",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a params change of the recipe under study (dvc exp run -S), repeatable; use "
+        "another --work per recipe",
+    )
     args = parser.parse_args()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -149,7 +162,7 @@ def main() -> None:
         for seed in args.seeds:
             key = f"{pretrain_seed}/{seed}"
             if key not in results:
-                results[key] = fine_tune(work, base, seed)
+                results[key] = fine_tune(work, base, seed, tuple(args.changes))
                 out.write_text(json.dumps(results, indent=1))
                 print(f"base {pretrain_seed}, seed {seed}: {results[key]['jf_gain_mask']:+.3f}")
     print(table(results))
