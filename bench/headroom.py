@@ -1,0 +1,104 @@
+"""What can fine-tuning the memory gain on this base? Tracking J against a memory-free ceiling.
+
+`python -m bench.headroom CHECKPOINT [--trained RESUME] [--clips N]`, in a workspace after
+`dvc repro` (its data/model/sam2_model.yaml and validation shards): for the objects on the
+first frame of the first N validation videos, J per frame of
+
+- tracking: the mask prompt on frame 0, then memory (as evaluate predicts);
+- per-frame box: the object's exact box given on every frame to the image predictor
+  (SAM2ImagePredictor: prompt encoder and mask decoder, no memory).
+
+Fine-tuning trains the memory modules only; the frozen encoder and decoder, given a perfect
+box on every frame, bound what a memory can make of the target: the gap between the two
+rows is what fine-tuning can gain. `--trained` puts the train stage's resumable weights
+(data/checkpoints/resume.pt) over the base, to see how much of the gap training closed.
+Prints both means per span of frames (frame 0 is the prompt) and over frames 1..T-2, the
+frames evaluate scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+from bench.split_scores import last_step_model
+from sam2_video.data.shards import ShardReader
+from sam2_video.evaluate import run
+from sam2_video.evaluate.metrics import frame_scores
+from sam2_video.evaluate.predict import predict_clip
+
+CONFIG, VAL = Path("data/model/sam2_model.yaml"), Path("data/shards/val")
+
+
+def image_predictor(model, image_size: int) -> SAM2ImagePredictor:
+    predictor = SAM2ImagePredictor(model)
+    # its backbone feature sizes are written for 1024 px input; the encoder's strides are 4, 8, 16
+    predictor._bb_feat_sizes = [(image_size // s, image_size // s) for s in (4, 8, 16)]
+    return predictor
+
+
+def box_j(predictor: SAM2ImagePredictor, frames: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """(T, O) J of one box prompt per frame and object (NaN where the object is absent);
+    frames (T, H, W, 3), masks (T, O, H, W)."""
+    j = np.full(masks.shape[:2], np.nan)
+    for t, frame in enumerate(frames):
+        predictor.set_image(frame)
+        for o, mask in enumerate(masks[t]):
+            if not mask.any():
+                continue
+            ys, xs = np.nonzero(mask)
+            box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32)
+            pred = predictor.predict(box=box, multimask_output=False)[0][0] > 0
+            j[t, o] = (pred & mask).sum() / max((pred | mask).sum(), 1)
+    return j
+
+
+def clip_rows(model, predictor, clip, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(T, O') tracking J and per-frame box J of the clip's objects on frame 0, NaN where the
+    object is absent."""
+    on_first = clip.masks[0].any(axis=(1, 2))
+    masks = clip.masks[:, on_first]  # (T, O', H, W)
+    pred = predict_clip(model, clip, "mask", image_size)[:, on_first]
+    present = masks.any(axis=(2, 3))
+    tracking = np.where(present, frame_scores(masks, pred)["j"], np.nan)
+    return tracking, box_j(predictor, clip.frames, masks)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path, help="the base, e.g. data/raw/base_checkpoint.pt")
+    parser.add_argument("--trained", type=Path, help="train's resume.pt, put over the base")
+    parser.add_argument("--clips", type=int, default=48, help="validation videos scored")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.trained is None:
+        model, image_size = run.load_model(CONFIG, args.checkpoint)
+    else:
+        model, image_size = last_step_model(args.checkpoint, args.trained)
+    predictor = image_predictor(model, image_size)
+    with ShardReader(VAL) as reader:
+        rows = [clip_rows(model, predictor, reader[i], image_size) for i in range(args.clips)]
+    tracking = np.concatenate([r[0] for r in rows], axis=1)  # (T, objects)
+    box = np.concatenate([r[1] for r in rows], axis=1)
+    length = tracking.shape[0]
+    print(f"{tracking.shape[1]} objects on frame 0 of {args.clips} videos: mean J")
+    for start in range(1, length, 4):
+        span = slice(start, min(start + 4, length))
+        print(
+            f"frames {start:>2}-{span.stop - 1:>2}: tracking {np.nanmean(tracking[span]):.3f}"
+            f"  per-frame box {np.nanmean(box[span]):.3f}"
+        )
+    scored = slice(1, length - 1)
+    track, ceiling = np.nanmean(tracking[scored]), np.nanmean(box[scored])
+    print(
+        f"scored frames: tracking {track:.3f}, per-frame box {ceiling:.3f}, "
+        f"gap {ceiling - track:+.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
