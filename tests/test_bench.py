@@ -1,8 +1,10 @@
 """bench.train's RESULTS.md writer: a run rewrites only the block it measured; bench.base_study
-runs the recipe under study."""
+runs the recipe under study; bench.headroom's memory-free ceiling prompts the exact box."""
 
 import json
 import shlex
+
+import numpy as np
 
 from bench import base_study, train
 
@@ -67,3 +69,30 @@ def test_base_study_runs_each_change_of_the_recipe_under_study(tmp_path, monkeyp
         "fetch.synthetic.train_videos=80",
     ]
     assert result == {"jf_gain_mask": 0.1, "best_step": 50, "tune_jf": {0: 0.4, 50: 0.5}}
+
+
+class _BoxFiller:
+    """An image predictor that segments exactly the box it is given."""
+
+    def set_image(self, frame):
+        self.shape = frame.shape[:2]
+
+    def predict(self, box, multimask_output):
+        x0, y0, x1, y1 = (int(v) for v in box)
+        mask = np.zeros(self.shape, dtype=bool)
+        mask[y0:y1, x0:x1] = True
+        return mask[None].astype(np.float32), None, None
+
+
+def test_headroom_box_prompt_is_the_objects_exact_box():
+    """box_j: J of the box's prediction on each frame an object is present, NaN elsewhere;
+    a rectangle's box is the rectangle itself (J 1), a plus sign's is 5 of 9 cells."""
+    from bench import headroom
+
+    frames = np.zeros((2, 9, 9, 3), dtype=np.uint8)
+    masks = np.zeros((2, 2, 9, 9), dtype=bool)
+    masks[0, 0, 2:5, 3:8] = True  # a rectangle on frame 0
+    masks[1, 1, 3:6, 4] = masks[1, 1, 4, 3:6] = True  # a plus sign on frame 1
+    j = headroom.box_j(_BoxFiller(), frames, masks)
+    assert j[0, 0] == 1.0 and j[1, 1] == 5 / 9
+    assert np.isnan(j[1, 0]) and np.isnan(j[0, 1])
