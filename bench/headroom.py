@@ -5,12 +5,13 @@
 first frame of the first N validation videos, J per frame of
 
 - tracking: the mask prompt on frame 0, then memory (as evaluate predicts);
-- per-frame box: the object's exact box given on every frame to the image predictor
-  (SAM2ImagePredictor: prompt encoder and mask decoder, no memory).
+- per-frame box: the object's exact box (evaluate's box prompt) given on every frame to the
+  image predictor (SAM2ImagePredictor: prompt encoder and mask decoder, no memory).
 
-Fine-tuning trains the memory modules only; the frozen encoder and decoder, given a perfect
-box on every frame, bound what a memory can make of the target: the gap between the two
-rows is what fine-tuning can gain. `--trained` puts the train stage's resumable weights
+Fine-tuning trains the memory modules only; what the frozen encoder and decoder make of a
+target frame given a perfect box is roughly what a memory can reach (not a strict bound: the
+first frame's mask tells more than a box), so the gap between the two rows is about what
+fine-tuning can gain. `--trained` puts the train stage's resumable weights
 (data/checkpoints/resume.pt) over the base, to see how much of the gap training closed.
 Prints both means per span of frames (frame 0 is the prompt) and over frames 1..T-2, the
 frames evaluate scores.
@@ -28,8 +29,9 @@ from sam2.sam2_image_predictor import SAM2ImagePredictor
 from bench.split_scores import last_step_model
 from sam2_video.data.shards import ShardReader
 from sam2_video.evaluate import run
-from sam2_video.evaluate.metrics import frame_scores
+from sam2_video.evaluate.metrics import frame_scores, region_j
 from sam2_video.evaluate.predict import predict_clip
+from sam2_video.model.prompts import box_prompts
 
 CONFIG, VAL = Path("data/model/sam2_model.yaml"), Path("data/shards/val")
 
@@ -47,13 +49,13 @@ def box_j(predictor: SAM2ImagePredictor, frames: np.ndarray, masks: np.ndarray) 
     j = np.full(masks.shape[:2], np.nan)
     for t, frame in enumerate(frames):
         predictor.set_image(frame)
+        # the box prompt evaluate gives (no jitter: the generator draws nothing that counts)
+        boxes, _ = box_prompts(torch.from_numpy(masks[t]), 0.0, torch.Generator())  # (O, 2, 2)
         for o, mask in enumerate(masks[t]):
             if not mask.any():
                 continue
-            ys, xs = np.nonzero(mask)
-            box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32)
-            pred = predictor.predict(box=box, multimask_output=False)[0][0] > 0
-            j[t, o] = (pred & mask).sum() / max((pred | mask).sum(), 1)
+            pred = predictor.predict(box=boxes[o].flatten().numpy(), multimask_output=False)
+            j[t, o] = region_j(mask, pred[0][0] > 0)
     return j
 
 

@@ -72,7 +72,8 @@ def test_base_study_runs_each_change_of_the_recipe_under_study(tmp_path, monkeyp
 
 
 class _BoxFiller:
-    """An image predictor that segments exactly the box it is given."""
+    """An image predictor that segments exactly the box it is given (SAM2's box: the corner
+    pixels, both inside)."""
 
     def set_image(self, frame):
         self.shape = frame.shape[:2]
@@ -80,7 +81,7 @@ class _BoxFiller:
     def predict(self, box, multimask_output):
         x0, y0, x1, y1 = (int(v) for v in box)
         mask = np.zeros(self.shape, dtype=bool)
-        mask[y0:y1, x0:x1] = True
+        mask[y0 : y1 + 1, x0 : x1 + 1] = True
         return mask[None].astype(np.float32), None, None
 
 
