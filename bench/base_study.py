@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -41,8 +42,10 @@ def clone(dest: Path) -> Path:
     return dest
 
 
-def build_base(work: Path, seed: int, shipped: bool) -> Path:
-    """The tiny base of pretrain.seed `seed`: built once into work/bases/seed<S>.pt."""
+def build_base(work: Path, seed: int, shipped: bool, changes: tuple[str, ...] = ()) -> Path:
+    """The tiny base of pretrain.seed `seed` and the pretrain params `changes`
+    (KEY=VALUE, keys of pretrain/params.yaml's section): built once into
+    work/bases/seed<S>.pt. Seed 0's video stage is the tracked pretrain/tiny_video.pt."""
     base = work / "bases" / f"seed{seed}.pt"
     if base.exists():
         return base
@@ -52,10 +55,15 @@ def build_base(work: Path, seed: int, shipped: bool) -> Path:
         return base
     repo = clone(work / f"pretrain-seed{seed}")
     params = repo / "pretrain" / "params.yaml"
-    text = params.read_text().replace("\n  seed: 0\n", f"\n  seed: {seed}\n")
+    text = params.read_text()
+    for key, value in [("seed", str(seed))] + [c.split("=", 1) for c in changes]:
+        text, found = re.subn(rf"\n  {key}: .*\n", f"\n  {key}: {value}\n", text)
+        if not found:
+            raise SystemExit(f"pretrain/params.yaml: no key pretrain.{key}")
     params.write_text(text)
     env_src = f"PYTHONPATH={repo / 'src'}"
-    for stage in ("pretrain.py", "pretrain_joint.py"):
+    stages = ["pretrain_joint.py"] if seed == 0 else ["pretrain.py", "pretrain_joint.py"]
+    for stage in stages:
         cmd = f"{env_src} {sys.executable} ../stages/{stage}"
         run(["bash", "-c", cmd], repo / "pretrain", work / f"pretrain-seed{seed}.log")
     shutil.copyfile(repo / TINY_BASE, base)  # the joint stage's output: the tiny base
@@ -152,13 +160,21 @@ def main() -> None:
         help="a params change of the recipe under study (dvc exp run -S), repeatable; use "
         "another --work per recipe",
     )
+    parser.add_argument(
+        "--pretrain-set",
+        dest="pretrain_changes",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a pretrain/params.yaml change for the bases built (not --shipped's), repeatable",
+    )
     args = parser.parse_args()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     out = work / "results.json"
     results = json.loads(out.read_text()) if out.exists() else {}
     for pretrain_seed in args.pretrain_seeds:
-        base = build_base(work, pretrain_seed, args.shipped)
+        base = build_base(work, pretrain_seed, args.shipped, tuple(args.pretrain_changes))
         for seed in args.seeds:
             key = f"{pretrain_seed}/{seed}"
             if key not in results:

@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from sam2_video import pretrain
+from sam2_video.data.sources.synthetic import DOMAINS, render_scene
 from sam2_video.model import build
 from sam2_video.model.rollout import PROMPT_KINDS
 from sam2_video.params import PretrainParams, load_pretrain_params
@@ -29,7 +30,10 @@ QUICK = PretrainParams(
 def test_params_file_holds_the_defaults_and_dvc_yaml_lists_each_key():
     assert load_pretrain_params(REPO / "pretrain/params.yaml") == PretrainParams()
     stages = yaml.safe_load((REPO / "pretrain/dvc.yaml").read_text())["stages"]
-    unused = {"video": {"joint_steps", "image_objects"}, "joint": {"steps", "stop_at"}}
+    unused = {
+        "video": {"joint_steps", "image_objects", "image_alike"},
+        "joint": {"steps", "stop_at"},
+    }
     unused["joint"].add("memory_attention_init")  # an init: the joint stage starts trained
     for name, stage in (("video", stages["pretrain"]), ("joint", stages["joint"])):
         expected = {f.name for f in dataclasses.fields(PretrainParams)} - unused[name]
@@ -178,3 +182,22 @@ def test_joint_stage_gate_rejects_a_base_that_ignores_clicks(tmp_path):
     with pytest.raises(ValueError, match=r"params.yaml: .* 0\.202 \(points prompt\) at step 800"):
         pretrain.finish(model, [final], p, weights, metrics, Path("params.yaml"), PROMPT_KINDS)
     assert not weights.exists() and not metrics.exists()
+
+
+def test_alike_images_show_objects_of_one_colour_and_none_drawn_without_them():
+    """`alike` 1: every image's objects share one colour; `alike` 0: the scenes the recipe
+    always drew (the shipped base's), with no extra draw from the generator."""
+    plain = pretrain.image_batch(np.random.default_rng(5), 2, 4, alike=0.0)
+    rng = np.random.default_rng(5)
+    drawn = [render_scene(rng, DOMAINS["source"], 1, 4, 128).frames for _ in range(2)]
+    assert np.array_equal(plain.frames[:, 0].permute(0, 2, 3, 1).numpy(), np.stack(drawn)[:, 0])
+    alike = pretrain.image_batch(np.random.default_rng(5), 2, 4, alike=1.0)
+    for b in range(2):
+        frame = alike.frames[b, 0].float()  # (3, H, W)
+        objects = alike.gt[0, alike.obj_to_clip == b]  # (O, H, W) visible masks
+        means = torch.stack([frame[:, m].mean(1) for m in objects if m.sum() > 30])
+        assert len(means) > 1 and (means - means[0]).abs().max() < 30  # shading only
+    colours = torch.stack(
+        [plain.frames[0, 0].float()[:, m].mean(1) for m in plain.gt[0, plain.obj_to_clip == 0]]
+    )
+    assert (colours - colours[0]).abs().max() > 60  # other hues

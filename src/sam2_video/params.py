@@ -311,6 +311,13 @@ class PretrainParams:
         "masks learn to cover every object without reading the prompt",
         ">0",
     )
+    image_alike: float = _f(
+        0.0,
+        "fraction of the joint stage's images whose objects look alike (one shape and "
+        "colour, a bar in front 3 times in 10), as look-alike instances crowd SA-1B images: "
+        "the decoder learns to segment one of them from its click or box",
+        "0..1",
+    )
     val_every: int = _f(100, "steps between source-domain J&F reports", ">0")
     val_scenes: int = _f(8, "rendered source-domain videos scored", ">0")
     min_source_jf: float = _f(

@@ -47,10 +47,19 @@ def scene_batch(rng: np.random.Generator, clips: int, frames: int, max_obj: int)
     return _stack(scenes, keeps)
 
 
-def image_batch(rng: np.random.Generator, images: int, objects: int) -> Batch:
+# Still images of look-alike objects behind an occasional bar: per frame, what target
+# frames show; what no still image shows is where each look-alike went (the memory's job).
+ALIKE_STILLS = dataclasses.replace(DOMAINS["source"], alike=True, occluder_prob=0.3)
+
+
+def image_batch(rng: np.random.Generator, images: int, objects: int, alike: float = 0.0) -> Batch:
     """A batch of `images` single source-domain frames (clips of one frame) of `objects`
-    objects, each one shown supervised."""
-    scenes = [render_scene(rng, DOMAINS["source"], 1, objects, IMAGE_SIZE) for _ in range(images)]
+    objects, each one shown supervised; each image's objects look alike with probability
+    `alike` (no draw at 0, so a recipe without them draws the scenes it always drew)."""
+    scenes = []
+    for _ in range(images):
+        domain = ALIKE_STILLS if alike and rng.random() < alike else DOMAINS["source"]
+        scenes.append(render_scene(rng, domain, 1, objects, IMAGE_SIZE))
     return _stack(scenes, [_shown(scene) for scene in scenes])
 
 
@@ -148,7 +157,7 @@ def joint(model, p: PretrainParams, report: Callable[[dict], None] = print) -> l
         def batches():
             for step in range(1, p.joint_steps + 1):
                 if step % 2:
-                    yield image_batch(rng, p.clips, p.image_objects), image_forward
+                    yield image_batch(rng, p.clips, p.image_objects, p.image_alike), image_forward
                 else:
                     yield scene_batch(rng, p.clips, p.frames, p.max_objects), video_forward
 
