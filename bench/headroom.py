@@ -14,7 +14,7 @@ first frame's mask tells more than a box), so the gap between the two rows is ab
 fine-tuning can gain. `--trained` puts the train stage's resumable weights
 (data/checkpoints/resume.pt) over the base, to see how much of the gap training closed.
 Prints both means per span of frames (frame 0 is the prompt) and over frames 1..T-2, the
-frames evaluate scores.
+frames evaluate scores, and over those frames by how much of the object is in view.
 """
 
 from __future__ import annotations
@@ -59,15 +59,37 @@ def box_j(predictor: SAM2ImagePredictor, frames: np.ndarray, masks: np.ndarray) 
     return j
 
 
-def clip_rows(model, predictor, clip, image_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(T, O') tracking J and per-frame box J of the clip's objects on frame 0, NaN where the
-    object is absent."""
+def clip_rows(model, predictor, clip, image_size: int) -> tuple[np.ndarray, ...]:
+    """(T, O') tracking J, per-frame box J and visible area relative to frame 0's of the
+    clip's objects on frame 0; J is NaN where the object is absent."""
     on_first = clip.masks[0].any(axis=(1, 2))
     masks = clip.masks[:, on_first]  # (T, O', H, W)
     pred = predict_clip(model, clip, "mask", image_size)[:, on_first]
     present = masks.any(axis=(2, 3))
     tracking = np.where(present, frame_scores(masks, pred)["j"], np.nan)
-    return tracking, box_j(predictor, clip.frames, masks)
+    area = masks.sum(axis=(2, 3)) / masks[0].sum(axis=(1, 2))  # (T, O')
+    return tracking, box_j(predictor, clip.frames, masks), area
+
+
+# Visible area over frame 0's: cut by the frame edge, the occluder or another object (< 1),
+# or more of it in view than on frame 0 (> 1).
+AREA_BINS = ((0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0), (1.0, np.inf))
+
+
+def by_visible_area(tracking, box, area) -> list[str]:
+    """Per AREA_BINS bin of the scored object-frames (object present): count and mean J."""
+    present = ~np.isnan(box)
+    lines = []
+    for lo, hi in AREA_BINS:
+        cell = present & (area > lo) & (area <= hi)
+        track, ceiling = (
+            values[cell].mean() if cell.any() else np.nan for values in (tracking, box)
+        )
+        lines.append(
+            f"visible area {lo:.2f}-{hi:.2f} of frame 0's: {cell.sum():4d} object-frames, "
+            f"tracking {track:.3f}  per-frame box {ceiling:.3f}"
+        )
+    return lines
 
 
 def main() -> None:
@@ -86,6 +108,7 @@ def main() -> None:
         rows = [clip_rows(model, predictor, reader[i], image_size) for i in range(args.clips)]
     tracking = np.concatenate([r[0] for r in rows], axis=1)  # (T, objects)
     box = np.concatenate([r[1] for r in rows], axis=1)
+    area = np.concatenate([r[2] for r in rows], axis=1)
     length = tracking.shape[0]
     print(f"{tracking.shape[1]} objects on frame 0 of {args.clips} videos: mean J")
     for start in range(1, length, 4):
@@ -100,6 +123,7 @@ def main() -> None:
         f"scored frames: tracking {track:.3f}, per-frame box {ceiling:.3f}, "
         f"gap {ceiling - track:+.3f}"
     )
+    print("\n".join(by_visible_area(tracking[scored], box[scored], area[scored])))
 
 
 if __name__ == "__main__":

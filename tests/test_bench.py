@@ -97,3 +97,17 @@ def test_headroom_box_prompt_is_the_objects_exact_box():
     j = headroom.box_j(_BoxFiller(), frames, masks)
     assert j[0, 0] == 1.0 and j[1, 1] == 5 / 9
     assert np.isnan(j[1, 0]) and np.isnan(j[0, 1])
+
+
+def test_headroom_bins_object_frames_by_visible_area_and_skips_absent_ones():
+    from bench import headroom
+
+    area = np.array([[0.1, 0.9], [1.0, 0.0], [2.0, 0.6]])  # (T, O) visible / frame 0's
+    box = np.array([[0.2, 0.8], [0.6, np.nan], [0.9, 0.5]])  # NaN: absent
+    tracking = np.array([[0.0, 0.4], [1.0, 1.0], [0.5, 0.3]])
+    lines = headroom.by_visible_area(tracking, box, area)
+    assert "   1 object-frames, tracking 0.000  per-frame box 0.200" in lines[0]  # 0-0.25
+    assert "   0 object-frames" in lines[1]
+    assert "   1 object-frames, tracking 0.300  per-frame box 0.500" in lines[2]
+    assert "   2 object-frames, tracking 0.700  per-frame box 0.700" in lines[3]  # 0.9, 1.0
+    assert "   1 object-frames, tracking 0.500  per-frame box 0.900" in lines[4]  # more in view
