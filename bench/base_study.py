@@ -45,7 +45,8 @@ def clone(dest: Path) -> Path:
 def build_base(work: Path, seed: int, shipped: bool, changes: tuple[str, ...] = ()) -> Path:
     """The tiny base of pretrain.seed `seed` and the pretrain params `changes`
     (KEY=VALUE, keys of pretrain/params.yaml's section): built once into
-    work/bases/seed<S>.pt. Seed 0's video stage is the tracked pretrain/tiny_video.pt."""
+    work/bases/seed<S>.pt. A stage whose params and code are as pretrain/dvc.lock records
+    is not re-run (seed 0's video stage, when `changes` are the joint stage's)."""
     base = work / "bases" / f"seed{seed}.pt"
     if base.exists():
         return base
@@ -61,11 +62,10 @@ def build_base(work: Path, seed: int, shipped: bool, changes: tuple[str, ...] = 
         if not found:
             raise SystemExit(f"pretrain/params.yaml: no key pretrain.{key}")
     params.write_text(text)
-    env_src = f"PYTHONPATH={repo / 'src'}"
-    stages = ["pretrain_joint.py"] if seed == 0 else ["pretrain.py", "pretrain_joint.py"]
-    for stage in stages:
-        cmd = f"{env_src} {sys.executable} ../stages/{stage}"
-        run(["bash", "-c", cmd], repo / "pretrain", work / f"pretrain-seed{seed}.log")
+    # DVC re-runs the stages whose params or code changed (make tiny-base's thaw, without -f)
+    stages = "pretrain/dvc.yaml:pretrain pretrain/dvc.yaml:joint"
+    cmd = f"dvc unfreeze {stages} && dvc repro pretrain/dvc.yaml"
+    run(["bash", "-c", cmd], repo, work / f"pretrain-seed{seed}.log")
     shutil.copyfile(repo / TINY_BASE, base)  # the joint stage's output: the tiny base
     return base
 

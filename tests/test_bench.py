@@ -5,6 +5,7 @@ import json
 import shlex
 
 import numpy as np
+import pytest
 
 from bench import base_study, train
 
@@ -111,3 +112,32 @@ def test_headroom_bins_object_frames_by_visible_area_and_skips_absent_ones():
     assert "   1 object-frames, tracking 0.300  per-frame box 0.500" in lines[2]
     assert "   2 object-frames, tracking 0.700  per-frame box 0.700" in lines[3]  # 0.9, 1.0
     assert "   1 object-frames, tracking 0.500  per-frame box 0.900" in lines[4]  # more in view
+
+
+def test_base_study_builds_a_base_of_the_changed_pretrain_recipe_through_dvc(tmp_path, monkeypatch):
+    """--pretrain-set rewrites pretrain/params.yaml's keys (an unknown one stops the study)
+    and DVC's repro of the thawed pipeline decides which stages re-run."""
+    commands = []
+
+    def fake_run(cmd, cwd, log):  # what the joint stage leaves: the tiny base
+        commands.append((cmd[-1], cwd))
+        (cwd / base_study.TINY_BASE).parent.mkdir(parents=True)
+        (cwd / base_study.TINY_BASE).write_bytes(b"weights")
+
+    def fake_clone(dest):
+        (dest / "pretrain").mkdir(parents=True)
+        (dest / "pretrain" / "params.yaml").write_text(
+            (base_study.REPO / "pretrain" / "params.yaml").read_text()
+        )
+        return dest
+
+    monkeypatch.setattr(base_study, "run", fake_run)
+    monkeypatch.setattr(base_study, "clone", fake_clone)
+    base = base_study.build_base(tmp_path, 2, False, ("image_alike=0.5", "joint_steps=900"))
+    params = (tmp_path / "pretrain-seed2" / "pretrain" / "params.yaml").read_text()
+    assert "\n  seed: 2\n" in params and "\n  image_alike: 0.5\n" in params
+    assert "\n  joint_steps: 900\n" in params and base.read_bytes() == b"weights"
+    command, cwd = commands[0]
+    assert cwd == tmp_path / "pretrain-seed2" and command.endswith("dvc repro pretrain/dvc.yaml")
+    with pytest.raises(SystemExit, match="no key pretrain.image_alik"):
+        base_study.build_base(tmp_path, 3, False, ("image_alik=0.5",))
