@@ -106,9 +106,8 @@ def main() -> None:
     predictor = image_predictor(model, image_size)
     with ShardReader(VAL) as reader:
         rows = [clip_rows(model, predictor, reader[i], image_size) for i in range(args.clips)]
-    tracking = np.concatenate([r[0] for r in rows], axis=1)  # (T, objects)
-    box = np.concatenate([r[1] for r in rows], axis=1)
-    area = np.concatenate([r[2] for r in rows], axis=1)
+    # each (T, objects): every clip's rows side by side
+    tracking, box, area = (np.concatenate(parts, axis=1) for parts in zip(*rows, strict=True))
     length = tracking.shape[0]
     print(f"{tracking.shape[1]} objects on frame 0 of {args.clips} videos: mean J")
     for start in range(1, length, 4):

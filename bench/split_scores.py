@@ -48,9 +48,9 @@ def main() -> None:
     p = EvaluateParams(prompts=("mask",))
     print("split  clips  jf_base  jf_last  gain")
     for split, count in (("train", args.train), ("tune", 10**6), ("val", args.val)):
-        reader = ShardReader(Path("data/shards") / split)
-        clips = FirstClips(reader, min(count, len(reader)))
-        scores = run.score_models({"base": base, "last": last}, clips, p, image_size)
+        with ShardReader(Path("data/shards") / split) as reader:
+            clips = FirstClips(reader, min(count, len(reader)))
+            scores = run.score_models({"base": base, "last": last}, clips, p, image_size)
         jf = {name: metrics.summarize(s["mask"])["jf"] for name, s in scores.items()}
         gain = jf["last"] - jf["base"]
         print(f"{split:<6} {len(clips):>5}  {jf['base']:.3f}    {jf['last']:.3f}    {gain:+.3f}")
