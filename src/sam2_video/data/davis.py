@@ -13,6 +13,7 @@ does). Colours are the standard DAVIS / PASCAL VOC palette, so files open in DAV
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,8 +29,10 @@ FRAME_NAME_FORMAT = "{:05d}"
 FRAME_SUFFIXES = (".jpg", ".jpeg")
 
 
-def davis_palette() -> list[int]:
-    """The 256-colour DAVIS (PASCAL VOC) palette as a flat [r, g, b, r, g, b, ...] list."""
+@functools.cache
+def davis_palette() -> tuple[int, ...]:
+    """The 256-colour DAVIS (PASCAL VOC) palette as a flat (r, g, b, r, g, b, ...) tuple
+    (built once: every predicted PNG carries it)."""
     palette = []
     for index in range(256):
         rgb = [0, 0, 0]
@@ -39,7 +42,7 @@ def davis_palette() -> list[int]:
                 rgb[channel] |= ((label >> channel) & 1) << shift
             label >>= 3
         palette.extend(rgb)
-    return palette
+    return tuple(palette)
 
 
 def write_palette_png(path: Path | str, index_map: np.ndarray) -> None:
