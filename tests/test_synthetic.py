@@ -55,7 +55,7 @@ def test_target_objects_travel_fast_and_straight_while_source_ones_jitter_in_pla
     # the domain gap the default run's fine-tuning closes: a base that learned on the
     # source that an object stays near where its memory saw it lags behind target objects
     size, frames = 128, 8
-    net, step = {}, {}
+    net, straight = {}, {}
     for domain in ("source", "target"):
         rng = np.random.default_rng(0)
         centres = np.concatenate(
@@ -66,7 +66,26 @@ def test_target_objects_travel_fast_and_straight_while_source_ones_jitter_in_pla
             axis=1,
         )  # (T, 150, 2)
         net[domain] = np.median(np.linalg.norm(centres[-1] - centres[0], axis=-1)) / (frames - 1)
-        step[domain] = np.median(np.linalg.norm(np.diff(centres, axis=0), axis=-1))
+        steps = np.diff(centres, axis=0)  # (T-1, 150, 2)
+        cos = (steps[1:] * steps[:-1]).sum(-1) / (
+            np.linalg.norm(steps[1:], axis=-1) * np.linalg.norm(steps[:-1], axis=-1)
+        )
+        straight[domain] = np.mean(cos > 0.99)  # next step in the same direction
     assert net["target"] > 3 * net["source"]
-    assert net["target"] > 0.9 * step["target"]  # straight: each frame moves it onwards
-    assert net["source"] < 0.3 * step["source"]  # erratic: frame-to-frame jumps cancel out
+    assert straight["target"] > 0.8  # turns only where it bounces off the frame's edge
+    assert straight["source"] < 0.1  # erratic: frame-to-frame jumps point anywhere
+
+
+def test_target_objects_stay_in_the_frame():
+    # no object is cut to a sliver by the frame's edge: what fine-tuning must learn is
+    # which look-alike is which, not drawing shapes it cannot see
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        scene = synthetic.render_scene(rng, synthetic.DOMAINS["target"], 16, 3, 64)
+        in_frame = np.array(
+            [
+                [0 if p is None else synthetic.rasterize(np.asarray(p), 64, 64).sum() for p in ps]
+                for ps in scene.polygons
+            ]
+        )  # (T, O) pixels of each whole object inside the frame
+        assert in_frame.min() > 0.8 * in_frame.max(axis=0).min()

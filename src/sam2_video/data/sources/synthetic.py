@@ -5,10 +5,11 @@ Two domains mirror the real job (SAM2.1 trained on generic video, tuned to a use
   drift; appearance alone identifies an object, and it stays near where it was seen, so a
   base pretrained here tracks by appearance and searches near its memory.
 - `target`: look-alike objects (one shape and colour per video) that travel fast and
-  straight (about 3.5 times the source's net drift per frame), cross, go behind an occluder
-  and leave and re-enter the frame; only where an object *was*, and where it was heading
-  (what the memory holds), tells the look-alikes apart. The base falls behind them: that
-  gap is what fine-tuning the memory closes.
+  straight (about 3.5 times the source's net drift per frame), bounce off the frame's
+  edges, cross and go behind an occluder; only where an object *was*, and where it was
+  heading (what the memory holds), tells the look-alikes apart. The base falls behind them:
+  that gap is what fine-tuning the memory closes. Objects stay in the frame (centres within
+  15-85 % of it), so what is left to learn is identity, not drawing half-seen shapes.
 
 `write_coco_video` writes real JPEG frames and a COCO JSON whose masks are compressed RLE,
 uncompressed RLE or polygons, so the default run takes exactly the code path of real data.
@@ -35,16 +36,11 @@ class Domain:
     speed: tuple[float, float]  # pixels per frame, as a fraction of the frame size
     jitter: float  # random per-frame jump, fraction of the frame size (erratic motion)
     occluder_prob: float
-    leave_frame: bool  # objects may fully leave the frame and come back
 
 
 DOMAINS = {
-    "source": Domain(
-        alike=False, speed=(0.0, 0.02), jitter=0.03, occluder_prob=0.0, leave_frame=False
-    ),
-    "target": Domain(
-        alike=True, speed=(0.035, 0.055), jitter=0.0, occluder_prob=0.3, leave_frame=True
-    ),
+    "source": Domain(alike=False, speed=(0.0, 0.02), jitter=0.03, occluder_prob=0.0),
+    "target": Domain(alike=True, speed=(0.035, 0.055), jitter=0.0, occluder_prob=0.3),
 }
 
 SHAPES = ("ellipse", "rectangle", "triangle", "diamond")
@@ -113,7 +109,7 @@ def _object_styles(rng: np.random.Generator, n: int, alike: bool):
 
 def _trajectories(rng, n: int, t: int, size: int, domain: Domain) -> np.ndarray:
     """(T, O, 2) centres; smooth bouncing motion plus optional erratic jumps."""
-    margin = -0.25 * size if domain.leave_frame else 0.15 * size
+    margin = 0.15 * size
     lo, hi = margin, size - margin
     pos = rng.uniform(0.2 * size, 0.8 * size, size=(n, 2))
     speed = rng.uniform(*domain.speed, size=(n, 1)) * size
