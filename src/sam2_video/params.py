@@ -211,7 +211,9 @@ class TrainParams:
         ">=0",
     )
     checkpoint_every: int = _f(100, "steps between resumable checkpoints", ">0")
-    val_every: int = _f(50, "steps between validations (J&F on a few val clips)", ">0")
+    # validation picks the best of these steps (and step 0, the base) on a few clips: a
+    # pick among close steps is noise that another CPU's float rounding can flip
+    val_every: int = _f(100, "steps between validations (J&F on a few tune clips)", ">0")
     val_clips: int = _f(8, "validation clips scored during training", ">0")
     early_stop_patience: int = _f(
         0, "stop after this many validations without gain (0: off)", ">=0"
