@@ -37,9 +37,18 @@ def run(cmd: list[str] | str, cwd: Path, log: Path) -> None:
 
 
 def clone(dest: Path) -> Path:
+    """A clone of HEAD at dest, made once; one of other code is refused, not reused (a
+    --work of an earlier study would otherwise run that code)."""
     if not dest.exists():
         subprocess.run(["git", "clone", "-q", str(REPO), str(dest)], check=True)
+    if head(dest) != head(REPO):
+        raise SystemExit(f"{dest}: a clone of another commit than HEAD; use a new --work")
     return dest
+
+
+def head(repo: Path) -> str:
+    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True)
+    return out.stdout.strip()
 
 
 def build_base(work: Path, seed: int, shipped: bool, changes: tuple[str, ...] = ()) -> Path:

@@ -3,6 +3,7 @@ runs the recipe under study; bench.headroom's memory-free ceiling prompts the ex
 
 import json
 import shlex
+import subprocess
 
 import numpy as np
 import pytest
@@ -141,3 +142,22 @@ def test_base_study_builds_a_base_of_the_changed_pretrain_recipe_through_dvc(tmp
     assert cwd == tmp_path / "pretrain-seed2" and command.endswith("dvc repro pretrain/dvc.yaml")
     with pytest.raises(SystemExit, match="no key pretrain.image_alik"):
         base_study.build_base(tmp_path, 3, False, ("image_alik=0.5",))
+
+
+def test_base_study_refuses_a_work_folder_cloned_from_other_code(tmp_path, monkeypatch):
+    # a --work kept from an earlier study holds a clone of that code: reusing it would
+    # report the old code's gains as today's
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(origin)], check=True)
+    (origin / "a.txt").write_text("1")
+    subprocess.run([*git, "-C", str(origin), "add", "a.txt"], check=True)
+    subprocess.run([*git, "-C", str(origin), "commit", "-qm", "one"], check=True)
+    monkeypatch.setattr(base_study, "REPO", origin)
+    dest = tmp_path / "work" / "runs"
+    assert base_study.clone(dest) == dest and base_study.clone(dest) == dest
+    (origin / "a.txt").write_text("2")
+    subprocess.run([*git, "-C", str(origin), "commit", "-qam", "two"], check=True)
+    with pytest.raises(SystemExit, match="another commit than HEAD"):
+        base_study.clone(dest)
