@@ -15,6 +15,7 @@ import pytest
 from dvc_project import REPO, copy_project, init_git, project_env, reduced_params, run
 from stored import write_video_coco
 
+DEFAULT_RUN = "<!-- default-run numbers: filled from metrics/eval.json -->"
 OWN_DATA = "<!-- own-data commands: tests/test_readme.py runs this block as written -->"
 EXPERIMENTS = "<!-- experiments commands: tests/test_readme.py runs this block as written -->"
 
@@ -29,8 +30,8 @@ BLOCKS = {
     + ": test_own_data_commands_run_as_written",
     "dvc exp run -S model=sam2.1_hiera_small": "not run: needs GPUs and a SAM2.1 checkpoint "
     "download; its CPU twin (SAM2.1 architecture, random weights) is tests/test_pipeline_sam21.py",
-    "python -m bench.base_study": "not run: builds three tiny bases (~25 min each) and runs "
-    "the default pipeline 12 times; its table is in README and docs/base_study.md",
+    "python -m bench.base_study": "not run: builds two tiny bases (~18 min each) and runs "
+    "the default pipeline 9 times; its table is in README and docs/base_study.md",
     "dvc exp run --queue -S seed=0,1,2": "not run: a 6-run sweep takes minutes and `compare` "
     "takes experiment names (placeholders); the queued sweep is covered by "
     "tests/test_reproducibility.py's queue test, compare's statistics by tests/test_uncertainty.py",
@@ -60,6 +61,19 @@ def fenced_block_after(marker: str, text: str) -> str:
     found = re.search(re.escape(marker) + r"\s*```bash\n(.*?)```", text, re.S)
     assert found, f"README.md: no ```bash block after {marker!r}"
     return found.group(1)
+
+
+def test_default_run_table_shows_the_committed_metrics():
+    # the README's headline is the committed run's metrics/eval.json, not a number typed once
+    readme = (REPO / "README.md").read_text()
+    row = readme.split(DEFAULT_RUN, 1)[1].strip().splitlines()[2]
+    m = json.loads((REPO / "metrics" / "eval.json").read_text())
+    expected = (
+        f"| {m['jf_base']:.3f} | {m['jf']:.3f} | {m['jf_gain']:+.3f} "
+        f"[{m['jf_gain_mask_lo']:+.3f}, {m['jf_gain_mask_hi']:+.3f}] "
+        f"| {m['jf_gain_points']:+.3f} / {m['jf_gain_box']:+.3f} |"
+    )
+    assert row.endswith(expected), (row, expected)
 
 
 def test_fenced_block_after_finds_the_block_under_its_marker():
