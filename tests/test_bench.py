@@ -3,10 +3,10 @@ runs the recipe under study; bench.headroom's memory-free ceiling prompts the ex
 
 import json
 import shlex
-import subprocess
 
 import numpy as np
 import pytest
+from dvc_project import init_git, run
 
 from bench import base_study, train
 
@@ -149,15 +149,14 @@ def test_base_study_refuses_a_work_folder_cloned_from_other_code(tmp_path, monke
     # report the old code's gains as today's
     origin = tmp_path / "origin"
     origin.mkdir()
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run(["git", "init", "-q", str(origin)], check=True)
+    init_git(origin, "bench-test")
     (origin / "a.txt").write_text("1")
-    subprocess.run([*git, "-C", str(origin), "add", "a.txt"], check=True)
-    subprocess.run([*git, "-C", str(origin), "commit", "-qm", "one"], check=True)
+    run(["git", "add", "a.txt"], origin)
+    run(["git", "commit", "-qm", "one"], origin)
     monkeypatch.setattr(base_study, "REPO", origin)
     dest = tmp_path / "work" / "runs"
     assert base_study.clone(dest) == dest and base_study.clone(dest) == dest
     (origin / "a.txt").write_text("2")
-    subprocess.run([*git, "-C", str(origin), "commit", "-qam", "two"], check=True)
+    run(["git", "commit", "-qam", "two"], origin)
     with pytest.raises(SystemExit, match="another commit than HEAD"):
         base_study.clone(dest)
