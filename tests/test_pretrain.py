@@ -23,7 +23,15 @@ from sam2_video.params import PretrainParams, load_pretrain_params
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = PretrainParams(
-    steps=2, stop_at=2, clips=1, frames=2, joint_steps=2, image_objects=3, val_every=2, val_scenes=1
+    steps=2,
+    stop_at=2,
+    clips=1,
+    frames=2,
+    joint_steps=2,
+    joint_restarts=0,
+    image_objects=3,
+    val_every=2,
+    val_scenes=1,
 )
 
 
@@ -31,7 +39,7 @@ def test_params_file_holds_the_defaults_and_dvc_yaml_lists_each_key():
     assert load_pretrain_params(REPO / "pretrain/params.yaml") == PretrainParams()
     stages = yaml.safe_load((REPO / "pretrain/dvc.yaml").read_text())["stages"]
     unused = {
-        "video": {"joint_steps", "image_objects", "image_alike"},
+        "video": {"joint_steps", "joint_restarts", "image_objects", "image_alike"},
         "joint": {"steps", "stop_at"},
     }
     unused["joint"].add("memory_attention_init")  # an init: the joint stage starts trained
@@ -114,6 +122,25 @@ def test_joint_stage_keeps_the_image_encoder_and_repeats_exactly():
         assert torch.equal(value, runs[1][key]), key
     assert [(r["stage"], r["step"]) for r in history] == [("joint", 2)]
     assert set(history[0]) >= {"source_jf_mask", "source_jf_points", "source_jf_box"}
+
+
+def test_joint_stage_runs_again_only_while_below_the_gate():
+    """min_source_jf 1.0 is out of reach: the stage runs 1 + joint_restarts times, steps
+    counted on; min_source_jf 0 passes at the first end: weights as without restarts."""
+    start, _ = pretrain.pretrain(QUICK, report=lambda r: None)
+
+    def joint(**changes):
+        model = build.build_model(build.load_model_config("tiny"))
+        model.load_state_dict(start.state_dict())
+        history = pretrain.joint(model, dataclasses.replace(QUICK, **changes), lambda r: None)
+        return model.state_dict(), [r["step"] for r in history]
+
+    once, steps = joint(joint_restarts=0, min_source_jf=1.0)
+    assert steps == [2]
+    passed, steps = joint(joint_restarts=1, min_source_jf=0.0)
+    assert steps == [2] and all(torch.equal(v, passed[k]) for k, v in once.items())
+    again, steps = joint(joint_restarts=1, min_source_jf=1.0)
+    assert steps == [2, 4] and any(not torch.equal(v, again[k]) for k, v in once.items())
 
 
 def _run_stages(root: Path, *scripts: str, **params) -> subprocess.CompletedProcess:

@@ -307,6 +307,12 @@ class PretrainParams:
         "prompts alternating with video batches, image encoder frozen; its own one-cycle)",
         ">0",
     )
+    joint_restarts: int = _f(
+        1,
+        "times a joint stage that ends below min_source_jf (any prompt) runs again from its "
+        "weights, with its own one-cycle; a seed that passes at the first end is unchanged",
+        ">=0",
+    )
     image_objects: int = _f(
         8,
         "objects per image in the joint stage: with three or four, the three candidate "
