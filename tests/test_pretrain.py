@@ -22,17 +22,8 @@ from sam2_video.model.rollout import PROMPT_KINDS
 from sam2_video.params import PretrainParams, load_pretrain_params
 
 REPO = Path(__file__).resolve().parents[1]
-QUICK = PretrainParams(
-    steps=2,
-    stop_at=2,
-    clips=1,
-    frames=2,
-    joint_steps=2,
-    joint_restarts=0,
-    image_objects=3,
-    val_every=2,
-    val_scenes=1,
-)
+SHORT = {"steps": 2, "stop_at": 2, "joint_steps": 2, "joint_restarts": 0, "val_every": 2}
+QUICK = PretrainParams(**SHORT, clips=1, frames=2, image_objects=3, val_scenes=1)
 
 
 def test_params_file_holds_the_defaults_and_dvc_yaml_lists_each_key():
