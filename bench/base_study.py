@@ -48,6 +48,8 @@ def clone(dest: Path) -> Path:
 
 def head(repo: Path) -> str:
     out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"{repo}: not a git clone ({out.stderr.strip()}); use a new --work")
     return out.stdout.strip()
 
 

@@ -160,3 +160,6 @@ def test_base_study_refuses_a_work_folder_cloned_from_other_code(tmp_path, monke
     run(["git", "commit", "-qam", "two"], origin)
     with pytest.raises(SystemExit, match="another commit than HEAD"):
         base_study.clone(dest)
+    (tmp_path / "work" / "bases").mkdir()  # a folder that is no clone says so
+    with pytest.raises(SystemExit, match="bases: not a git clone"):
+        base_study.clone(tmp_path / "work" / "bases")
