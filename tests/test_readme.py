@@ -30,8 +30,8 @@ BLOCKS = {
     + ": test_own_data_commands_run_as_written",
     "dvc exp run -S model=sam2.1_hiera_small": "not run: needs GPUs and a SAM2.1 checkpoint "
     "download; its CPU twin (SAM2.1 architecture, random weights) is tests/test_pipeline_sam21.py",
-    "python -m bench.base_study": "not run: builds two tiny bases (~18 min each) and runs "
-    "the default pipeline 9 times; its table is in README and docs/base_study.md",
+    "python -m bench.base_study": "not run: builds three tiny bases (~20-27 min each) and "
+    "runs the default pipeline 12 times; its table is in README and docs/base_study.md",
     "dvc exp run --queue -S seed=0,1,2": "not run: a 6-run sweep takes minutes and `compare` "
     "takes experiment names (placeholders); the queued sweep is covered by "
     "tests/test_reproducibility.py's queue test, compare's statistics by tests/test_uncertainty.py",
