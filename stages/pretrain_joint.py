@@ -16,7 +16,7 @@ import torch
 
 from sam2_video import pretrain
 from sam2_video.errors import run_stage
-from sam2_video.model import build, rollout
+from sam2_video.model import build
 from sam2_video.params import load_pretrain_params
 
 PARAMS, METRICS, START = Path("params.yaml"), Path("metrics.json"), Path("tiny_video.pt")
@@ -31,8 +31,7 @@ def main() -> None:
     model = build.build_model(build.load_model_config("tiny"))
     build.load_checkpoint(model, START)
     history = pretrain.joint(model, p, report=lambda r: print(json.dumps(r), flush=True))
-    kinds = rollout.PROMPT_KINDS  # the joint stage teaches clicks and boxes: all three gated
-    final = pretrain.finish(model, history, p, WEIGHTS, METRICS, PARAMS, kinds)
+    final = pretrain.finish(model, history, p, WEIGHTS, METRICS, PARAMS, pretrain.JOINT_GATE)
     print(f"joint: wrote {WEIGHTS} ({WEIGHTS.stat().st_size / 1e6:.1f} MB), {final}")
 
 

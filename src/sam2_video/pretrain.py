@@ -34,6 +34,9 @@ from sam2_video.model.recipes import TINY_PRETRAIN_LOSSES
 from sam2_video.params import PretrainParams
 
 IMAGE_SIZE = 128
+# the prompts whose source J&F each stage must reach (min_source_jf): the joint stage
+# teaches clicks and boxes, so it is gated on all three
+VIDEO_GATE, JOINT_GATE = ("mask",), rollout.PROMPT_KINDS
 
 
 def scene_batch(rng: np.random.Generator, clips: int, frames: int, max_obj: int) -> Batch:
@@ -171,7 +174,7 @@ def joint(model, p: PretrainParams, report: Callable[[dict], None] = print) -> l
             for restart in range(p.joint_restarts + 1):
                 done = restart * steps
                 history += _optimise(model, p, steps, steps, batches(), gen, tag, report, done)
-                if below_gate(history[-1], p, rollout.PROMPT_KINDS) is None:
+                if below_gate(history[-1], p, JOINT_GATE) is None:
                     break
             return history
         finally:  # handed back trainable, as it came, even when a step fails
@@ -231,7 +234,7 @@ def finish(
     weights: Path,
     metrics: Path,
     params_file: Path,
-    kinds: tuple[str, ...] = ("mask",),
+    kinds: tuple[str, ...] = VIDEO_GATE,
 ) -> dict:
     """Write a stage's outputs (float16 weights; {final, history} of its validations) and
     return its last record, unless that record's source J&F with a prompt of `kinds` is
