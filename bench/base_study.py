@@ -10,7 +10,8 @@ second clone) and prints one table:
 per run, the base's J&F on the target domain (mask prompt), the gain of each prompt kind
 with its 95 % interval, the best step and the tune split's J&F at each validation step;
 then the mean gains and the runs with a negative mask gain. Results go to
-DIR/results.json as they come, so a second call resumes.
+DIR/results.json as they come, so a second call resumes; DIR belongs to one commit and one
+recipe (DIR/study.json), another study is refused.
 """
 
 from __future__ import annotations
@@ -51,6 +52,17 @@ def head(repo: Path) -> str:
     if out.returncode:
         raise SystemExit(f"{repo}: not a git clone ({out.stderr.strip()}); use a new --work")
     return out.stdout.strip()
+
+
+def claim(work: Path, recipe: dict) -> None:
+    """Tie `work` to one study: this checkout's HEAD and `recipe` (the params changes). The
+    bases and results it caches are keyed by seed only, so a --work of another study is
+    refused rather than reported as this one's."""
+    path, study = work / "study.json", {"commit": head(REPO), **recipe}
+    if not path.exists():
+        path.write_text(json.dumps(study, indent=1))
+    elif (found := json.loads(path.read_text())) != study:
+        raise SystemExit(f"{work}: holds the study {found}, not {study}; use a new --work")
 
 
 def build_base(work: Path, seed: int, shipped: bool, changes: tuple[str, ...] = ()) -> Path:
@@ -182,6 +194,8 @@ def main() -> None:
     args = parser.parse_args()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
+    recipe = {"shipped": args.shipped, "set": args.changes, "pretrain_set": args.pretrain_changes}
+    claim(work, recipe)
     out = work / "results.json"
     results = json.loads(out.read_text()) if out.exists() else {}
     for pretrain_seed in args.pretrain_seeds:

@@ -163,3 +163,20 @@ def test_base_study_refuses_a_work_folder_cloned_from_other_code(tmp_path, monke
     (tmp_path / "work" / "bases").mkdir()  # a folder that is no clone says so
     with pytest.raises(SystemExit, match="bases: not a git clone"):
         base_study.clone(tmp_path / "work" / "bases")
+
+
+def test_base_study_refuses_a_work_folder_of_another_recipe_or_commit(tmp_path, monkeypatch):
+    # cached bases and results are keyed by seed: another study's would pass for this one's
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    init_git(origin, "bench-test")
+    run(["git", "commit", "-q", "--allow-empty", "-m", "one"], origin)
+    monkeypatch.setattr(base_study, "REPO", origin)
+    recipe = {"shipped": True, "set": ["lr=1e-4"], "pretrain_set": []}
+    base_study.claim(tmp_path, recipe)
+    base_study.claim(tmp_path, recipe)  # resuming the same study
+    with pytest.raises(SystemExit, match="use a new --work"):
+        base_study.claim(tmp_path, {**recipe, "set": []})
+    run(["git", "commit", "-q", "--allow-empty", "-m", "two"], origin)
+    with pytest.raises(SystemExit, match="use a new --work"):
+        base_study.claim(tmp_path, recipe)
