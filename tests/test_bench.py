@@ -3,6 +3,7 @@ runs the recipe under study; bench.headroom's memory-free ceiling prompts the ex
 
 import json
 import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,20 +145,23 @@ def test_base_study_builds_a_base_of_the_changed_pretrain_recipe_through_dvc(tmp
         base_study.build_base(tmp_path, 3, False, ("image_alik=0.5",))
 
 
-def test_base_study_refuses_a_work_folder_cloned_from_other_code(tmp_path, monkeypatch):
+@pytest.fixture
+def origin(tmp_path, monkeypatch) -> Path:
+    """A git repository with one commit, standing in for the checkout base_study clones."""
+    repo = tmp_path / "origin"
+    repo.mkdir()
+    init_git(repo, "bench-test")
+    run(["git", "commit", "-q", "--allow-empty", "-m", "one"], repo)
+    monkeypatch.setattr(base_study, "REPO", repo)
+    return repo
+
+
+def test_base_study_refuses_a_work_folder_cloned_from_other_code(tmp_path, origin):
     # a --work kept from an earlier study holds a clone of that code: reusing it would
     # report the old code's gains as today's
-    origin = tmp_path / "origin"
-    origin.mkdir()
-    init_git(origin, "bench-test")
-    (origin / "a.txt").write_text("1")
-    run(["git", "add", "a.txt"], origin)
-    run(["git", "commit", "-qm", "one"], origin)
-    monkeypatch.setattr(base_study, "REPO", origin)
     dest = tmp_path / "work" / "runs"
     assert base_study.clone(dest) == dest and base_study.clone(dest) == dest
-    (origin / "a.txt").write_text("2")
-    run(["git", "commit", "-qam", "two"], origin)
+    run(["git", "commit", "-q", "--allow-empty", "-m", "two"], origin)
     with pytest.raises(SystemExit, match="another commit than HEAD"):
         base_study.clone(dest)
     (tmp_path / "work" / "bases").mkdir()  # a folder that is no clone says so
@@ -165,13 +169,8 @@ def test_base_study_refuses_a_work_folder_cloned_from_other_code(tmp_path, monke
         base_study.clone(tmp_path / "work" / "bases")
 
 
-def test_base_study_refuses_a_work_folder_of_another_recipe_or_commit(tmp_path, monkeypatch):
+def test_base_study_refuses_a_work_folder_of_another_recipe_or_commit(tmp_path, origin):
     # cached bases and results are keyed by seed: another study's would pass for this one's
-    origin = tmp_path / "origin"
-    origin.mkdir()
-    init_git(origin, "bench-test")
-    run(["git", "commit", "-q", "--allow-empty", "-m", "one"], origin)
-    monkeypatch.setattr(base_study, "REPO", origin)
     recipe = {"shipped": True, "set": ["lr=1e-4"], "pretrain_set": []}
     base_study.claim(tmp_path, recipe)
     base_study.claim(tmp_path, recipe)  # resuming the same study
